@@ -1,0 +1,1 @@
+"""streamcore.adapters: trio transports that drive the sans-IO core over real sockets."""

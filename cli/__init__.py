@@ -1,0 +1,1 @@
+"""streamcore.cli: the ``streamcore`` command."""

@@ -1,0 +1,3 @@
+from streamcore.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,204 @@
+"""One event model for every provider.
+
+Every dialect (OpenAI Chat Completions, OpenAI Responses, Anthropic Messages,
+Gemini, Ollama) turns its wire format into these events, so everything above
+the dialects -- the stream machine, accumulation, the chat -- is written once.
+
+Events are small frozen dataclasses gathered in the :data:`Event` union. Match
+on them and end with ``assert_never`` so mypy flags an event you forgot::
+
+    match event:
+        case TextDelta(text=text):
+            print(text, end="")
+        case ...:
+            ...
+        case _:
+            assert_never(event)
+
+Design rules:
+
+* If the provider *said* something (an error event, a stop reason) it is an
+  event here. If the bytes break the grammar, the dialect raises
+  :class:`~streamcore.RemoteProtocolError` instead.
+* ``choice`` is the candidate index for providers that stream several answers
+  at once (OpenAI ``n > 1``, Gemini candidates); it is 0 otherwise.
+* Nothing the provider sends is dropped: an event streamcore does not know is
+  surfaced as :class:`RawEvent`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Union
+
+__all__ = [
+    "Event",
+    "Finish",
+    "FinishReason",
+    "KeepAlive",
+    "ProviderError",
+    "RawEvent",
+    "ReasoningDelta",
+    "Refusal",
+    "StreamEnd",
+    "StreamStarted",
+    "TextDelta",
+    "ToolCallDelta",
+    "ToolCallEnd",
+    "ToolCallStart",
+    "Usage",
+]
+
+
+class FinishReason(enum.Enum):
+    """Why the model stopped, normalized across providers (the raw value is kept too)."""
+
+    STOP = "stop"
+    """Natural end of the answer, or a stop sequence matched."""
+    LENGTH = "length"
+    """The provider's max-tokens limit (or the context window) was reached."""
+    TOOL_CALLS = "tool_calls"
+    """The model stopped to call one or more tools."""
+    CONTENT_FILTER = "content_filter"
+    """The provider withheld or cut the answer (safety, recitation, refusal)."""
+    OTHER = "other"
+    """A reason streamcore does not map; look at :attr:`Finish.raw`."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStarted:
+    """The provider acknowledged the request: its response id and the model serving it."""
+
+    response_id: str | None
+    model: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of the answer text."""
+
+    text: str
+    choice: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of the model's reasoning ("thinking"), kept apart from the answer.
+
+    ``signature`` carries Anthropic's ``signature_delta`` (an opaque token that
+    must be sent back with the thinking block); it is empty for plain text pieces.
+    """
+
+    text: str
+    signature: str = ""
+    choice: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A piece of a refusal message (OpenAI ``delta.refusal``)."""
+
+    text: str
+    choice: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStart:
+    """The model began a tool call. ``index`` orders parallel calls within a choice."""
+
+    index: int
+    id: str
+    name: str
+    choice: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A fragment of a tool call's JSON arguments; concatenate them in order."""
+
+    index: int
+    arguments: str
+    choice: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallEnd:
+    """The tool call at ``index`` has received all of its arguments."""
+
+    index: int
+    choice: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage as reported by the provider; ``None`` where it did not say.
+
+    Providers report usage cumulatively (Anthropic's ``message_delta``, Ollama's
+    final line, OpenAI-compatible servers that repeat it on every chunk), so the
+    latest :class:`Usage` event of a stream replaces earlier ones.
+    """
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The model finished a choice; ``raw`` is the provider's own value."""
+
+    reason: FinishReason
+    raw: str | None
+    choice: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderError:
+    """The provider reported an error in the stream (e.g. Anthropic ``overloaded_error``)."""
+
+    type: str
+    message: str
+    raw: object = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """A keep-alive: an SSE comment or a provider ping. Resets idle timeouts."""
+
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    """A provider event streamcore does not interpret, surfaced rather than dropped."""
+
+    name: str
+    payload: object = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """The provider's terminal marker (``[DONE]``, ``message_stop``, ...): the answer is complete.
+
+    A body that ends without this event was cut off.
+    """
+
+
+Event = Union[
+    StreamStarted,
+    TextDelta,
+    ReasoningDelta,
+    Refusal,
+    ToolCallStart,
+    ToolCallDelta,
+    ToolCallEnd,
+    Usage,
+    Finish,
+    ProviderError,
+    KeepAlive,
+    RawEvent,
+    StreamEnd,
+]
+"""Every event a dialect can produce."""

@@ -1,0 +1,1 @@
+"""Provider dialects: each turns one provider's wire format into streamcore's event model."""
