@@ -6,14 +6,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from streamcore.cli import decode
+
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamcore",
-        description="Stream LLM responses solidly: chat, decode captured streams, emulate providers.",
+        description=(
+            "Stream LLM responses solidly: chat, decode captured streams, emulate providers."
+        ),
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("chat", help="interactive terminal chat (local emulator when no API key is set)")
+    decode.add_parser(sub)
     return parser
 
 
@@ -27,6 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.command == "decode":
+        return decode.run(args)
     parser.print_help()
     return 0
 

@@ -29,8 +29,8 @@ Design rules:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Union
+import re
+from dataclasses import dataclass, field, fields
 
 __all__ = [
     "Event",
@@ -48,6 +48,7 @@ __all__ = [
     "ToolCallEnd",
     "ToolCallStart",
     "Usage",
+    "event_to_dict",
 ]
 
 
@@ -137,6 +138,10 @@ class Usage:
     Providers report usage cumulatively (Anthropic's ``message_delta``, Ollama's
     final line, OpenAI-compatible servers that repeat it on every chunk), so the
     latest :class:`Usage` event of a stream replaces earlier ones.
+
+    One convention across providers: ``input_tokens`` includes cached tokens
+    (``cached_tokens`` says how many of them were cache reads) and
+    ``output_tokens`` includes reasoning tokens (``reasoning_tokens``).
     """
 
     input_tokens: int | None = None
@@ -186,19 +191,45 @@ class StreamEnd:
     """
 
 
-Event = Union[
-    StreamStarted,
-    TextDelta,
-    ReasoningDelta,
-    Refusal,
-    ToolCallStart,
-    ToolCallDelta,
-    ToolCallEnd,
-    Usage,
-    Finish,
-    ProviderError,
-    KeepAlive,
-    RawEvent,
-    StreamEnd,
-]
+Event = (
+    StreamStarted
+    | TextDelta
+    | ReasoningDelta
+    | Refusal
+    | ToolCallStart
+    | ToolCallDelta
+    | ToolCallEnd
+    | Usage
+    | Finish
+    | ProviderError
+    | KeepAlive
+    | RawEvent
+    | StreamEnd
+)
 """Every event a dialect can produce."""
+
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+_TYPE_NAMES: dict[type, str] = {}
+
+
+def event_to_dict(event: Event) -> dict[str, object]:
+    """A JSON-ready dict for ``event``: ``{"type": "text_delta", "text": ..., ...}``.
+
+    Field names are kept; enums become their values; ``raw``/``payload`` fields are
+    included as received (they came from JSON, so they serialize back to JSON).
+
+    >>> event_to_dict(TextDelta("Hi"))
+    {'type': 'text_delta', 'text': 'Hi', 'choice': 0}
+    >>> event_to_dict(Finish(FinishReason.LENGTH, "max_tokens"))
+    {'type': 'finish', 'reason': 'length', 'raw': 'max_tokens', 'choice': 0}
+    """
+    cls = type(event)
+    name = _TYPE_NAMES.get(cls)
+    if name is None:
+        name = _TYPE_NAMES[cls] = _CAMEL.sub("_", cls.__name__).lower()
+    out: dict[str, object] = {"type": name}
+    for f in fields(event):
+        value = getattr(event, f.name)
+        out[f.name] = value.value if isinstance(value, enum.Enum) else value
+    return out
