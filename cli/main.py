@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from streamcore.cli import decode
+from streamcore.cli import decode, mock
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("chat", help="interactive terminal chat (local emulator when no API key is set)")
     decode.add_parser(sub)
+    mock.add_parser(sub)
     return parser
 
 
@@ -34,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "decode":
         return decode.run(args)
+    if args.command == "mock":
+        return mock.run(args)
     parser.print_help()
     return 0
 
