@@ -68,6 +68,17 @@ def test_dialect_prints_typed_events_as_json_lines() -> None:
 @pytest.mark.parametrize(
     ("dialect", "transcript", "finish"),
     [
+        ("openai-chat", "openai_chat/text_emoji_cjk.txt", "stop"),
+        ("openai-chat", "openai_chat/length.txt", "length"),
+        ("openai-chat", "openai_chat/tool_calls_parallel.txt", "tool_calls"),
+        ("gemini", "gemini/blocked_prompt.txt", "content_filter"),
+        ("openai-chat", "openai_chat/error_midstream.txt", "error"),
+        ("openai-chat", "openai_chat/finish_without_done.txt", "interrupted"),
+        ("openai-responses", "openai_responses/text_emoji_cjk.txt", "stop"),
+        ("openai-responses", "openai_responses/incomplete_max_tokens.txt", "length"),
+        ("openai-responses", "openai_responses/function_calls_parallel.txt", "tool_calls"),
+        ("openai-responses", "openai_responses/failed.txt", "error"),
+        ("openai-responses", "openai_responses/dropped.txt", "interrupted"),
         ("anthropic", "anthropic/text_emoji_cjk.txt", "stop"),
         ("anthropic", "anthropic/max_tokens.txt", "length"),
         ("anthropic", "anthropic/tool_use_parallel.txt", "tool_calls"),
