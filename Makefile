@@ -35,6 +35,9 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/sse_decode.py
+	$(BIN)/python bench/framing_decode.py
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/tokens_bench.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
