@@ -41,8 +41,9 @@ Failures
     short, then carry on.
     ``fail_first=N`` -- the faults apply to the first N requests with the same
     key (the ``x-streamcore-request-key`` header, else the fault string); later
-    requests are served clean. On its own it means ``status=503`` (Anthropic:
-    529).
+    requests are served clean. With no failure key beside it (``status``,
+    ``error_after``, a drop, ``invalid_json_after``, ``stall`` or ``ttft``) it
+    means ``status=503`` (Anthropic: 529).
 
 Answers
     ``repeat=N`` -- a resumed answer first repeats the last N characters of the

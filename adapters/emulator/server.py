@@ -182,6 +182,7 @@ _FAILURE_KEYS = (
     "drop_after_bytes",
     "invalid_json_after",
     "stall",
+    "ttft",
 )
 
 
