@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
-from streamcore.cli import decode, mock
+from streamcore.cli import chat, decode, mock, sessions_cmd
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -17,7 +16,8 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("chat", help="interactive terminal chat (local emulator when no API key is set)")
+    chat.add_parser(sub)
+    sessions_cmd.add_parser(sub)
     decode.add_parser(sub)
     mock.add_parser(sub)
     return parser
@@ -28,11 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command == "chat":
-        print(
-            "streamcore chat: not built yet (issue 5); the decoders and dialects come first.",
-            file=sys.stderr,
-        )
-        return 2
+        return chat.run(args)
+    if args.command == "sessions":
+        return sessions_cmd.run(args)
     if args.command == "decode":
         return decode.run(args)
     if args.command == "mock":
