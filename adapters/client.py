@@ -244,8 +244,9 @@ model='claude-sonnet-4-5', api_key=<redacted>)
                 f"unknown dialect {self.dialect!r}; use one of {', '.join(sorted(ADAPTERS))}",
                 kind="unknown_dialect",
             )
-        if isinstance(self.api_key, str):  # a convenience the type does not advertise
-            object.__setattr__(self, "api_key", Secret(self.api_key))
+        key: object = self.api_key
+        if isinstance(key, str):  # a convenience the type does not advertise
+            object.__setattr__(self, "api_key", Secret(key))
         headers = tuple((str(name), str(value)) for name, value in self.headers)
         object.__setattr__(self, "headers", headers)
         if not self.name:
@@ -698,7 +699,9 @@ class Stream:
         self._tokenizer = tokenizer
         self._executor = RecoveryExecutor(request, adapter.resume_dialect, policy, rng=rng)
         # Built now, so a request the dialect refuses raises at open_stream().
-        self._next = adapter.prepare(self._executor.plan, provider, self._base_path, None)
+        self._next: tuple[HTTPRequest, DialectDecoder] | None = adapter.prepare(
+            self._executor.plan, provider, self._base_path, None
+        )
         self._pending: deque[StreamEvent] = deque()
         self._phase = _Phase.READY
         self._opened_at = trio.current_time()
