@@ -4,7 +4,7 @@ import asyncio
 import os
 import sys
 
-from streamcore.adapters.aio import stream_chat
+from streamcore.adapters.aio import stream_chat  # blocking: streamcore.adapters.blocking
 from streamcore.events import TextDelta
 from streamcore.machine import Deadlines
 from streamcore.request import ChatRequest, Message

@@ -255,7 +255,7 @@ def test_invalid_json_mid_stream_ends_protocol_error_keeping_the_text_before(
 
 
 def test_the_examples_print_the_streamed_answer_and_the_final_state(emulator: str) -> None:
-    for name in ("asyncio_20_lines.py", "blocking_20_lines.py"):
+    for name in ("asyncio_20_lines.py", "blocking_20_lines.py", "trio_quickstart.py"):
         result = subprocess.run(
             [sys.executable, str(ROOT / "examples" / name), emulator],
             capture_output=True,
