@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from streamcore.cli import chat, decode, mock, sessions_cmd
+from streamcore.cli import chat, decode, mock, serve, sessions_cmd
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sessions_cmd.add_parser(sub)
     decode.add_parser(sub)
     mock.add_parser(sub)
+    serve.add_parser(sub)
     return parser
 
 
@@ -35,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return decode.run(args)
     if args.command == "mock":
         return mock.run(args)
+    if args.command == "serve":
+        return serve.run(args)
     parser.print_help()
     return 0
 
