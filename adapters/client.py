@@ -649,11 +649,12 @@ _ENDS_TEXT = (Finish, ProviderError, StreamEnd)
 
 
 def _why(exc: BaseException) -> str:
+    # Read after "cancelled: " (the machine's outcome reason, and _abort's between attempts).
     if isinstance(exc, trio.Cancelled):
-        return "cancelled by the caller"
+        return "the caller cancelled the stream"
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted by the user (Ctrl-C)"
-    return f"stopped by {type(exc).__name__} in the caller's code"
+        return "the user pressed Ctrl-C"
+    return f"{type(exc).__name__} was raised in the caller's code"
 
 
 class Stream:
@@ -1029,7 +1030,9 @@ class Stream:
                 await self._end_attempt(drain=False)
             await self._close_response()
             if self._phase is not _Phase.FINISHED and self._phase is not _Phase.CLOSED:
-                self._executor.cancel(reason)
+                # Worded as the machine words a cancel mid-attempt, so the reason
+                # does not depend on when the cancel came.
+                self._executor.cancel(f"cancelled: {reason}")
                 self._move(_Phase.FINISHED)
 
 
