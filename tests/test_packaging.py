@@ -51,6 +51,8 @@ def test_wheel_puts_adapters_and_cli_inside_the_namespace(wheel: Path) -> None:
     assert "streamcore/adapters/__init__.py" in names
     assert "streamcore/cli/main.py" in names
     assert "streamcore/py.typed" in names
+    assert "streamcore/adapters/serve/static/index.html" in names  # the serve demo page
+    assert "streamcore/adapters/serve/static/vendor/purify.min.js" in names
     top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top_level == {"streamcore"}
 

@@ -649,10 +649,13 @@ class Server:
                         return
                 elif relay.buffer.closed and cursor == relay.buffer.last_id:
                     return
-                with trio.move_on_after(self.config.keepalive) as idle:
-                    await relay.changed.wait()
-                if idle.cancelled_caught:
-                    await ping()
+                # Wait only if nothing came while we were sending: `changed` is a fresh
+                # event per change, so one set during `send` would never wake us.
+                if relay.buffer.last_id == cursor and not relay.buffer.closed:
+                    with trio.move_on_after(self.config.keepalive) as idle:
+                        await relay.changed.wait()
+                    if idle.cancelled_caught:
+                        await ping()
                 try:
                     records = relay.buffer.since(cursor)
                 except LocalProtocolError:
