@@ -1,23 +1,11 @@
 """Fuzz the Gemini decoder, both framings: any body, any chunking.
 
-Input layout: byte 0 picks the framing (its low bit: SSE or JSON array) and
-the mode -- below 0x80 the rest is the raw body; otherwise the rest drives a
-FuzzedDataProvider that strings together real responses taken from
-tests/transcripts/gemini/ (as SSE events, or as array elements with or
-without the closing bracket), may cut the result anywhere and append raw bytes,
-which reaches the dialect's grammar far more often than random bytes do.
-Byte 1 seeds the chunk sizes.
-
-Invariants checked for every input:
-
-* only :class:`~streamcore.RemoteProtocolError` escapes the decoder, and a
-  decoder that raised keeps raising the same error;
-* feeding the body whole, in random chunks and (up to 2 KiB) byte by byte
-  gives the same events, the same error kind and the same
-  ``complete``/``truncated`` flags;
-* the events obey the model: ``StreamEnd`` at most once, last, and exactly
-  when ``complete``; a tool call's deltas and end follow its start and its
-  index is never reused; no empty text deltas.
+Byte 0's low bit picks the framing (SSE or JSON array). The structured mode
+strings together real responses taken from tests/transcripts/gemini/ (as SSE
+events, or as array elements with or without the closing bracket), and may cut
+the result anywhere and append raw bytes. Input layout and the invariants every
+dialect is held to (chunking never matters, only typed errors, the event
+model): see ``fuzz/_dialect.py``. Gemini adds none of its own.
 
 Run: ``.venv/bin/python fuzz/fuzz_dialect_gemini.py -max_total_time=20``
 """
@@ -25,36 +13,19 @@ Run: ``.venv/bin/python fuzz/fuzz_dialect_gemini.py -max_total_time=20``
 from __future__ import annotations
 
 import json
-import random
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
 import atheris
 
-with atheris.instrument_imports():
-    from streamcore import RemoteProtocolError
-    from streamcore.events import (
-        Event,
-        ReasoningDelta,
-        StreamEnd,
-        TextDelta,
-        ToolCallDelta,
-        ToolCallEnd,
-        ToolCallStart,
-    )
+# The shared harness code is not instrumented: only streamcore's coverage guides the fuzzer.
+with atheris.instrument_imports(exclude=["_dialect", "_harness"]):
+    import _dialect
+
     from streamcore.providers.gemini import Framing, GeminiDecoder
 
-_TRANSCRIPTS = Path(__file__).resolve().parent.parent / "tests" / "transcripts" / "gemini"
-_SSE_PATHS = [p for p in sorted(_TRANSCRIPTS.glob("*.txt")) if not p.name.startswith("array_")]
-# Every SSE event of every SSE transcript, as the vocabulary of the structured mode.
-_EVENTS = sorted(
-    {
-        block + b"\r\n\r\n"
-        for path in _SSE_PATHS
-        for block in path.read_bytes().split(b"\r\n\r\n")
-        if block.strip()
-    }
+# Every SSE event of every SSE transcript (array_*.txt hold the other framing).
+_EVENTS = _dialect.vocabulary(
+    _dialect.transcript_pieces("gemini", b"\r\n\r\n", skip_prefix="array_")
 )
 
 
@@ -71,102 +42,24 @@ _ELEMENTS = sorted({e for e in map(_as_element, _EVENTS) if e is not None})
 _MAX_LINE = 2048  # small, so the size limit is reached too
 
 
-# Byte-by-byte feeding costs a call per byte: only for bodies this small, so that
-# the fuzzer keeps its pace (random chunks of 1..64 bytes cover the rest).
-_BYTEWISE_MAX = 2048
-
-
-@dataclass(frozen=True)
-class Outcome:
-    events: str  # repr(): RawEvent/ProviderError payloads are excluded from ==
-    error_kind: str | None
-    complete: bool
-    truncated: bool
-
-
-def run(chunks: list[bytes], framing: Framing) -> Outcome:
-    decoder = GeminiDecoder(framing=framing, max_line_bytes=_MAX_LINE)
-    events: list[Event] = []
-    try:
-        for chunk in chunks:
-            events += decoder.feed(chunk)
-        events += decoder.end()
-    except RemoteProtocolError as exc:
-        for call in (lambda: decoder.feed(b"\n"), decoder.end):
-            try:
-                call()
-            except RemoteProtocolError as again:
-                assert again is exc, "a failed decoder must keep raising the same error"
-            else:
-                raise AssertionError("a failed decoder accepted another call") from None
-        check_model(events, complete=decoder.complete)
-        return Outcome(repr(events), exc.kind, decoder.complete, decoder.truncated)
-    check_model(events, complete=decoder.complete)
-    return Outcome(repr(events), None, decoder.complete, decoder.truncated)
-
-
-def check_model(events: list[Event], *, complete: bool) -> None:
-    ends = [i for i, e in enumerate(events) if type(e) is StreamEnd]
-    assert len(ends) <= 1, events
-    assert bool(ends) == complete, ("StreamEnd exactly when complete", events)
-    if ends:
-        assert ends[0] == len(events) - 1, ("StreamEnd is the last event", events)
-    open_calls: set[tuple[int, int]] = set()
-    seen_calls: set[tuple[int, int]] = set()
-    for event in events:
-        if type(event) is ToolCallStart:
-            key = (event.choice, event.index)
-            assert key not in seen_calls, f"tool call index reused: {event}"
-            seen_calls.add(key)
-            open_calls.add(key)
-        elif type(event) is ToolCallDelta:
-            assert (event.choice, event.index) in open_calls, f"delta of no open call: {event}"
-        elif type(event) is ToolCallEnd:
-            assert (event.choice, event.index) in open_calls, f"end of no open call: {event}"
-            open_calls.remove((event.choice, event.index))
-        elif type(event) is TextDelta:
-            assert event.text, "empty TextDelta"
-        elif type(event) is ReasoningDelta:
-            assert event.text or event.signature, "empty ReasoningDelta"
-
-
-def body_from(data: bytes, framing: Framing) -> bytes:
-    if data[0] < 0x80:
-        return data[2:]
-    fdp = atheris.FuzzedDataProvider(data[2:])
-    count = fdp.ConsumeIntInRange(0, 12)
+def build(fdp: atheris.FuzzedDataProvider, framing: Framing) -> bytes:
     if framing == "sse":
-        body = b"".join(_EVENTS[fdp.ConsumeIntInRange(0, len(_EVENTS) - 1)] for _ in range(count))
-    else:
-        chosen = [_ELEMENTS[fdp.ConsumeIntInRange(0, len(_ELEMENTS) - 1)] for _ in range(count)]
-        body = b"[" + b"\n,\r\n".join(chosen) + (b"]" if fdp.ConsumeBool() else b"")
-    if fdp.ConsumeBool():  # a cut and garbage, or else the body as built
-        body = body[: fdp.ConsumeIntInRange(0, len(body))] + fdp.ConsumeBytes(fdp.remaining_bytes())
-    return body
-
-
-def random_chunks(body: bytes, seed: int) -> list[bytes]:
-    rng = random.Random(seed)
-    chunks, i = [], 0
-    while i < len(body):
-        n = rng.randint(1, 64)
-        chunks.append(body[i : i + n])
-        i += n
-    return chunks
+        return _dialect.concatenated(fdp, _EVENTS, 12)
+    count = fdp.ConsumeIntInRange(0, 12)
+    chosen = [_ELEMENTS[fdp.ConsumeIntInRange(0, len(_ELEMENTS) - 1)] for _ in range(count)]
+    return b"[" + b"\n,\r\n".join(chosen) + (b"]" if fdp.ConsumeBool() else b"")
 
 
 def TestOneInput(data: bytes) -> None:
     if len(data) < 2:
         return
     framing: Framing = "sse" if data[0] & 1 else "json-array"
-    body = body_from(data, framing)
-    whole = run([body], framing)
-    chunked = run(random_chunks(body, data[1]), framing)
-    assert chunked == whole, ("random chunks", chunked, whole)
-    if len(body) > _BYTEWISE_MAX:
-        return
-    bytewise = run([body[i : i + 1] for i in range(len(body))], framing)
-    assert bytewise == whole, ("byte by byte", bytewise, whole)
+    _dialect.check_input(
+        data,
+        lambda fdp: build(fdp, framing),
+        lambda: GeminiDecoder(framing=framing, max_line_bytes=_MAX_LINE),
+        _dialect.check_common_model,
+    )
 
 
 if __name__ == "__main__":

@@ -1,24 +1,16 @@
 """Fuzz the OpenAI Responses decoder: any body, any chunking, any cut then resume.
 
-Input layout: byte 0 picks the mode -- below 0x80 the rest is the raw body;
-otherwise the rest drives a FuzzedDataProvider that takes one transcript from
-tests/transcripts/openai_responses/ and edits it at the SSE-event level (drop,
-duplicate or swap events, insert one from any transcript), renumbers the
-``sequence_number`` fields so they grow again (else nearly every edit would
-only test the sequence check), and may then cut the result anywhere and
-append raw bytes. Byte 1 seeds the chunk sizes.
+The structured mode takes one transcript from tests/transcripts/openai_responses/
+and edits it at the SSE-event level (drop, duplicate or swap events, insert one
+from any transcript), renumbers the ``sequence_number`` fields so they grow
+again (else nearly every edit would only test the sequence check), and may then
+cut the result anywhere and append raw bytes. Input layout and the invariants
+every dialect is held to: see ``fuzz/_dialect.py``. This dialect's own:
 
-Invariants checked for every input:
-
-* only :class:`~streamcore.RemoteProtocolError` escapes the decoder, and a
-  decoder that raised keeps raising the same error;
-* feeding the body whole, in random chunks and (up to 2 KiB) byte by byte
-  gives the same events, the same error kind, the same
-  ``complete``/``truncated`` flags and the same ``last_sequence_number``;
-* the events obey the model: ``StreamEnd`` at most once, exactly when
-  ``complete``, followed by nothing but keep-alives; a tool call's deltas and
-  end follow its start and its index is never reused; at most one ``Finish``;
-  no empty text, reasoning, refusal or argument pieces;
+* every chunking also gives the same ``last_sequence_number``, and it never
+  goes back while the body is fed;
+* keep-alives may follow ``StreamEnd``; tool calls are keyed by their index
+  alone; at most one ``Finish``, with no tool call open; no empty argument pieces;
 * resuming (edited transcripts without appended garbage): cut the body at a
   point the input picks, decode the part before the cut, then feed the *whole*
   body to :meth:`~OpenAIResponsesDecoder.resumed` (a server that replays from
@@ -30,114 +22,60 @@ Run: ``.venv/bin/python fuzz/fuzz_dialect_openai_responses.py -max_total_time=20
 
 from __future__ import annotations
 
-import random
 import re
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
 import atheris
 
-with atheris.instrument_imports():
-    from streamcore import LocalProtocolError, RemoteProtocolError
-    from streamcore.events import (
-        Event,
-        Finish,
-        KeepAlive,
-        ReasoningDelta,
-        Refusal,
-        StreamEnd,
-        TextDelta,
-        ToolCallDelta,
-        ToolCallEnd,
-        ToolCallStart,
-    )
+# The shared harness code is not instrumented: only streamcore's coverage guides the fuzzer.
+with atheris.instrument_imports(exclude=["_dialect", "_harness"]):
+    import _dialect
+
+    from streamcore import LocalProtocolError
+    from streamcore.events import Event, Finish
     from streamcore.providers.openai_responses import OpenAIResponsesDecoder
 
-_TRANSCRIPTS = Path(__file__).resolve().parent.parent / "tests" / "transcripts" / "openai_responses"
-
-
-def _events_of(data: bytes) -> list[bytes]:
-    return [block + b"\n\n" for block in data.split(b"\n\n") if block.strip()]
-
-
-_BASES = [_events_of(p.read_bytes()) for p in sorted(_TRANSCRIPTS.glob("*.txt"))]
-_VOCABULARY = sorted({event for base in _BASES for event in base})
+_BASES = _dialect.transcript_pieces("openai_responses", b"\n\n")
+_VOCABULARY = _dialect.vocabulary(_BASES)
 _SEQUENCE = re.compile(rb'"sequence_number":\d+')
 _MAX_LINE = 2048  # small, so the line limit is reached too
-_BYTEWISE_MAX = 2048
-
-
-@dataclass(frozen=True)
-class Outcome:
-    events: str  # repr(): RawEvent/ProviderError payloads are excluded from ==
-    error_kind: str | None
-    complete: bool
-    truncated: bool
-    last_sequence_number: int | None
 
 
 def feed(decoder: OpenAIResponsesDecoder, chunks: list[bytes]) -> tuple[list[Event], str | None]:
-    events: list[Event] = []
+    """:func:`_dialect.drive`, checking that the resume cursor never goes back."""
     last = decoder.last_sequence_number
-    try:
-        for chunk in chunks:
-            events += decoder.feed(chunk)
-            now = decoder.last_sequence_number
-            assert last is None or (now is not None and now >= last), "cursor went back"
-            last = now
-        events += decoder.end()
-    except RemoteProtocolError as exc:
-        for call in (lambda: decoder.feed(b"\n"), decoder.end):
-            try:
-                call()
-            except RemoteProtocolError as again:
-                assert again is exc, "a failed decoder must keep raising the same error"
-            else:
-                raise AssertionError("a failed decoder accepted another call") from None
-        return events, exc.kind
-    return events, None
+
+    def cursor_moves_on() -> None:
+        nonlocal last
+        now = decoder.last_sequence_number
+        assert last is None or (now is not None and now >= last), "cursor went back"
+        last = now
+
+    return _dialect.drive(decoder, chunks, cursor_moves_on)
 
 
-def run(chunks: list[bytes]) -> Outcome:
+def run(chunks: list[bytes]) -> _dialect.Outcome:
     decoder = OpenAIResponsesDecoder(max_line_bytes=_MAX_LINE)
     events, error = feed(decoder, chunks)
-    check_model(events, complete=decoder.complete)
-    return Outcome(
+    check_model(events, decoder.complete)
+    return _dialect.Outcome(
         repr(events), error, decoder.complete, decoder.truncated, decoder.last_sequence_number
     )
 
 
-def check_model(events: list[Event], *, complete: bool) -> None:
-    ends = [i for i, e in enumerate(events) if type(e) is StreamEnd]
-    assert len(ends) <= 1, events
-    assert bool(ends) == complete, ("StreamEnd exactly when complete", events)
-    if ends:
-        after = events[ends[0] + 1 :]
-        assert all(type(e) is KeepAlive for e in after), (
-            "only keep-alives after StreamEnd",
-            events,
-        )
-    open_calls: set[int] = set()
-    seen_calls: set[int] = set()
+def check_model(events: list[Event], complete: bool) -> None:
+    _dialect.check_stream_end(events, complete, keepalives_after=True)
+    calls = _dialect.ToolCalls(lambda event: event.index, nonempty_arguments=True)
     finishes = 0
     for event in events:
-        if type(event) is ToolCallStart:
-            assert event.index not in seen_calls, f"tool call index reused: {event}"
-            seen_calls.add(event.index)
-            open_calls.add(event.index)
-        elif type(event) is ToolCallDelta:
-            assert event.index in open_calls, f"delta of no open call: {event}"
-            assert event.arguments, "empty ToolCallDelta"
-        elif type(event) is ToolCallEnd:
-            assert event.index in open_calls, f"end of no open call: {event}"
-            open_calls.remove(event.index)
-        elif type(event) is Finish:
+        if calls.check(event):
+            continue
+        if type(event) is Finish:
             finishes += 1
             assert finishes == 1, ("a second Finish", events)
-            assert not open_calls, ("Finish with calls open", events)
-        elif isinstance(event, TextDelta | ReasoningDelta | Refusal):
-            assert event.text, f"empty {type(event).__name__}"
+            assert not calls.open, ("Finish with calls open", events)
+        else:
+            _dialect.check_not_empty(event, signatures=False)
 
 
 def renumber(body: bytes) -> bytes:
@@ -147,30 +85,16 @@ def renumber(body: bytes) -> bytes:
 
 def body_from(data: bytes) -> tuple[bytes, int | None]:
     """The body, and where to cut it for the resume check (None: no check)."""
-    if data[0] < 0x80:
+    fdp = _dialect.structured(data)
+    if fdp is None:
         return data[2:], None
-    fdp = atheris.FuzzedDataProvider(data[2:])
-    events = list(_BASES[fdp.ConsumeIntInRange(0, len(_BASES) - 1)])
-    for _ in range(fdp.ConsumeIntInRange(0, 4)):
-        op = fdp.ConsumeIntInRange(0, 3)
-        at = fdp.ConsumeIntInRange(0, max(len(events) - 1, 0))
-        if op == 0 and events:
-            del events[at]
-        elif op == 1 and events:
-            events.insert(at, events[at])
-        elif op == 2 and events:
-            other = fdp.ConsumeIntInRange(0, len(events) - 1)
-            events[at], events[other] = events[other], events[at]
-        else:
-            events.insert(at, _VOCABULARY[fdp.ConsumeIntInRange(0, len(_VOCABULARY) - 1)])
-    body = renumber(b"".join(events))
-    if fdp.ConsumeBool():  # a cut and garbage, or else the body as built
-        cut = fdp.ConsumeIntInRange(0, len(body))
-        return body[:cut] + fdp.ConsumeBytes(fdp.remaining_bytes()), None
+    body, cut = _dialect.maybe_cut(fdp, renumber(_dialect.edited(fdp, _BASES, _VOCABULARY)))
+    if cut:
+        return body, None
     return body, fdp.ConsumeIntInRange(0, len(body))
 
 
-def check_resume(body: bytes, cut: int, whole: Outcome) -> None:
+def check_resume(body: bytes, cut: int, whole: _dialect.Outcome) -> None:
     first = OpenAIResponsesDecoder(max_line_bytes=_MAX_LINE)
     before, error = feed(first, [body[:cut]])
     if error is not None:
@@ -190,29 +114,13 @@ def check_resume(body: bytes, cut: int, whole: Outcome) -> None:
     )
 
 
-def random_chunks(body: bytes, seed: int) -> list[bytes]:
-    rng = random.Random(seed)
-    chunks, i = [], 0
-    while i < len(body):
-        n = rng.randint(1, 64)
-        chunks.append(body[i : i + n])
-        i += n
-    return chunks
-
-
 def TestOneInput(data: bytes) -> None:
     if len(data) < 2:
         return
     body, resume_cut = body_from(data)
-    whole = run([body])
-    chunked = run(random_chunks(body, data[1]))
-    assert chunked == whole, ("random chunks", chunked, whole)
+    whole = _dialect.check_chunkings(body, data[1], run)
     if resume_cut is not None:
         check_resume(body, resume_cut, whole)
-    if len(body) > _BYTEWISE_MAX:
-        return
-    bytewise = run([body[i : i + 1] for i in range(len(body))])
-    assert bytewise == whole, ("byte by byte", bytewise, whole)
 
 
 if __name__ == "__main__":

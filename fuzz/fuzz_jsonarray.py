@@ -21,75 +21,28 @@ Run: ``.venv/bin/python fuzz/fuzz_jsonarray.py -max_total_time=20``
 from __future__ import annotations
 
 import json
-import random
 import sys
-from dataclasses import dataclass
 
 import atheris
 
-with atheris.instrument_imports():
-    from streamcore import RemoteProtocolError
-    from streamcore.framing import DEFAULT_MAX_LINE_BYTES
+# The shared harness code is not instrumented: only streamcore's coverage guides the fuzzer.
+with atheris.instrument_imports(exclude=["_dialect", "_harness"]):
+    from _harness import (
+        FramingOutcome,
+        check_framing_chunkings,
+        run_framing,
+        same_values,
+        small_limit,
+    )
+
     from streamcore.jsonarray import JSONArrayDecoder
 
 # Python's json parser recurses; the decoder calls it a few frames deeper than this
 # harness does, so near the recursion limit the two may disagree. Past this many
 # brackets the differential check is skipped (whole-vs-split still runs).
 _DEEP = 400
-# Byte-by-byte feeding costs one decoder call per byte; past this size the harness
-# feeds random 1-3 byte chunks instead, to keep the execution rate up.
-_BYTE_BY_BYTE_MAX = 512
 _NOT_JSON = object()
 _TOO_DEEP = object()
-
-
-@dataclass(frozen=True)
-class Outcome:
-    values: list[object]
-    error_kind: str | None
-    truncated: bool
-
-
-def same_values(a: list[object], b: list[object]) -> bool:
-    # repr() as a fallback makes NaN (which json.loads accepts) compare equal to itself.
-    return a == b or repr(a) == repr(b)
-
-
-def run(chunks: list[bytes], limit: int) -> Outcome:
-    decoder = JSONArrayDecoder(max_element_bytes=limit)
-    values: list[object] = []
-    try:
-        for chunk in chunks:
-            values += decoder.feed(chunk)
-        eoi = decoder.end()
-    except RemoteProtocolError as exc:
-        for call in (lambda: decoder.feed(b"]"), decoder.end):
-            try:
-                call()
-            except RemoteProtocolError as again:
-                assert again is exc, "a failed decoder must keep raising the same error"
-            else:
-                raise AssertionError("a failed decoder accepted another call")
-        return Outcome(values, exc.kind, False)
-    assert eoi.items == (), "the array decoder completes every element in feed()"
-    assert eoi.truncated == bool(eoi.detail), eoi
-    return Outcome(values, None, eoi.truncated)
-
-
-def random_chunks(body: bytes, seed: int, largest: int) -> list[bytes]:
-    rng = random.Random(seed)
-    chunks, i = [], 0
-    while i < len(body):
-        n = rng.randint(1, largest)
-        chunks.append(body[i : i + n])
-        i += n
-    return chunks
-
-
-def check_equal(name: str, got: Outcome, want: Outcome) -> None:
-    assert got.error_kind == want.error_kind, (name, got, want)
-    assert got.truncated == want.truncated, (name, got, want)
-    assert same_values(got.values, want.values), (name, got, want)
 
 
 def loads_whole(body: bytes) -> object:
@@ -101,7 +54,7 @@ def loads_whole(body: bytes) -> object:
         return _TOO_DEEP
 
 
-def check_against_json_loads(body: bytes, got: Outcome) -> None:
+def check_against_json_loads(body: bytes, got: FramingOutcome) -> None:
     expected = loads_whole(body)
     if expected is _TOO_DEEP:
         return
@@ -118,14 +71,14 @@ def check_against_json_loads(body: bytes, got: Outcome) -> None:
 def TestOneInput(data: bytes) -> None:
     if len(data) < 2:
         return
-    limit = data[0] % 64 + 1 if data[0] < 0x80 else DEFAULT_MAX_LINE_BYTES
+    limit = small_limit(data)
     body = data[2:]
-    whole = run([body], limit)
-    check_equal("random chunks", run(random_chunks(body, data[1], 16), limit), whole)
-    if len(body) <= _BYTE_BY_BYTE_MAX:
-        check_equal("byte by byte", run([body[i : i + 1] for i in range(len(body))], limit), whole)
-    else:
-        check_equal("tiny chunks", run(random_chunks(body, data[1], 3), limit), whole)
+
+    def run(chunks: list[bytes]) -> FramingOutcome:
+        decoder = JSONArrayDecoder(max_element_bytes=limit)
+        return run_framing(decoder, chunks, poke=b"]", end_items=False)
+
+    whole = check_framing_chunkings(body, data[1], run)
     if body.count(b"[") + body.count(b"{") < _DEEP:
         check_against_json_loads(body, whole)
 

@@ -38,12 +38,11 @@ the stored error is raised again by every later call.
 from __future__ import annotations
 
 import enum
-import json
 import re
 from typing import NoReturn
 
 from streamcore._errors import LocalProtocolError, RemoteProtocolError
-from streamcore.framing import DEFAULT_MAX_LINE_BYTES, EndOfInput
+from streamcore.framing import DEFAULT_MAX_LINE_BYTES, EndOfInput, FramingDecoder
 
 __all__ = ["JSONArrayDecoder"]
 
@@ -98,10 +97,9 @@ _OPEN_BRACE = 0x7B  # {
 _COMMA = 0x2C
 _QUOTE = 0x22
 _BACKSLASH = 0x5C
-_SNIPPET_CHARS = 80
 
 
-class JSONArrayDecoder:
+class JSONArrayDecoder(FramingDecoder[object]):
     """Yield the elements of a streamed JSON array as each one completes.
 
     Elements are counted from 0 in error messages and details.
@@ -122,12 +120,16 @@ class JSONArrayDecoder:
     raises, and so does every call after it.
     """
 
+    _ITEM = "element"
+    _BAD_JSON_HINT = "the server sent a malformed element"
+
     def __init__(self, *, max_element_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
         if max_element_bytes < 1:
             raise LocalProtocolError(
                 f"max_element_bytes must be at least 1, got {max_element_bytes}",
                 kind="invalid_argument",
             )
+        super().__init__()
         self._max_element_bytes = max_element_bytes
         self._buf = bytearray()
         self._offset = 0  # position of _buf[0] in the whole body, for error messages
@@ -140,20 +142,6 @@ class JSONArrayDecoder:
         self._depth = 0
         self._in_string = False
         self._escape = False  # the last byte scanned was a backslash inside a string
-        self._error: RemoteProtocolError | None = None
-        self._ended = False
-
-    def feed(self, data: bytes) -> list[object]:
-        """Add the next chunk of the body; return the elements it completes, in order."""
-        self._check_open("feed")
-        out: list[object] = []
-        try:
-            self._feed(data, out)
-        except RemoteProtocolError as exc:
-            self._error = exc
-            if not out:
-                raise
-        return out
 
     def end(self) -> EndOfInput[object]:
         """Signal the end of the body; say whether the array was complete.
@@ -163,8 +151,7 @@ class JSONArrayDecoder:
         does an empty body, which holds no array at all. It never raises for
         that: a cut is not a grammar error.
         """
-        self._check_open("end")
-        self._ended = True
+        self._begin_end()
         phase = self._phase
         unfinished = len(self._buf) - self._start
         self._buf.clear()
@@ -178,17 +165,13 @@ class JSONArrayDecoder:
             detail = f"input ended before the closing bracket, after {self._index} element(s)"
         return EndOfInput(truncated=True, detail=detail)
 
+    def _item_name(self) -> str:
+        return (
+            f"JSON array element {self._index} (0-based, at byte {self._start_abs()} of the body)"
+        )
+
     def _start_abs(self) -> int:
         return self._offset + self._start
-
-    def _check_open(self, call: str) -> None:
-        if self._error is not None:
-            raise self._error
-        if self._ended:
-            kind = "end_twice" if call == "end" else "feed_after_end"
-            raise LocalProtocolError(
-                f"{call}() called after end(); use a new JSONArrayDecoder per body", kind=kind
-            )
 
     def _goto(self, phase: _Phase) -> None:
         if phase not in _TRANSITIONS[self._phase]:
@@ -331,29 +314,8 @@ class JSONArrayDecoder:
     def _finish_element(self, end: int) -> object:
         """Parse ``_buf[_start:end]``, the complete element, and move past it."""
         self._check_size(end - self._start, complete=True)
-        raw = self._buf[self._start : end]
-        index = self._index
-        where = f"element {index} (0-based, at byte {self._start_abs()} of the body)"
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RemoteProtocolError(
-                f"JSON array {where} is not valid UTF-8 (byte {exc.start} of the element: "
-                f"{bytes(raw[exc.start : exc.start + 4])!r}); JSON text must be UTF-8, "
-                "so check the server's encoding",
-                kind="invalid_utf8",
-            ) from None
-        try:
-            value = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            snippet = text if len(text) <= _SNIPPET_CHARS else text[:_SNIPPET_CHARS] + "..."
-            reason = _json_failure(exc)
-            raise RemoteProtocolError(
-                f"JSON array {where} is not valid JSON ({reason}): {snippet!r}; "
-                "the server sent a malformed element",
-                kind="invalid_json",
-            ) from None
-        self._index = index + 1
+        value = self._load_item(self._buf[self._start : end])
+        self._index += 1
         self._goto(_Phase.AFTER_ELEMENT)
         return value
 
@@ -376,12 +338,3 @@ class JSONArrayDecoder:
             "JSON array stream (Gemini streamGenerateContent without alt=sse)",
             kind="invalid_json",
         )
-
-
-def _json_failure(exc: ValueError | RecursionError) -> str:
-    """Why json.loads failed, without its "line 1 column 5" (the text is one line or element)."""
-    if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} at character {exc.pos}"
-    if isinstance(exc, RecursionError):
-        return "nested too deeply for Python's json module"
-    return str(exc)  # e.g. an integer with more digits than int() accepts

@@ -28,7 +28,7 @@ import json
 import re
 
 from streamcore._errors import LocalProtocolError, RemoteProtocolError
-from streamcore.framing import DEFAULT_MAX_LINE_BYTES, EndOfInput
+from streamcore.framing import DEFAULT_MAX_LINE_BYTES, EndOfInput, FramingDecoder
 
 __all__ = ["NDJSONDecoder"]
 
@@ -37,10 +37,9 @@ _CR = 0x0D
 # JSON's own whitespace (RFC 8259 section 2); bytes.strip() would also drop \v and \f.
 _JSON_WS = b" \t\r\n"
 _NOT_WS = re.compile(rb"[^ \t\r\n]")
-_SNIPPET_CHARS = 80
 
 
-class NDJSONDecoder:
+class NDJSONDecoder(FramingDecoder[object]):
     """Split an NDJSON body into parsed JSON values, however the bytes are chunked.
 
     Lines end in LF (a CR before it is dropped); blank lines are skipped. Each
@@ -59,30 +58,20 @@ class NDJSONDecoder:
     are returned first; the next call raises, and so does every call after it.
     """
 
+    _ITEM = "line"
+    _BAD_JSON_HINT = "check that the endpoint streams NDJSON"
+
     def __init__(self, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
         if max_line_bytes < 1:
             raise LocalProtocolError(
                 f"max_line_bytes must be at least 1, got {max_line_bytes}",
                 kind="invalid_argument",
             )
+        super().__init__()
         self._max_line_bytes = max_line_bytes
         self._buf = bytearray()
         self._search = 0
         self._line_no = 0
-        self._error: RemoteProtocolError | None = None
-        self._ended = False
-
-    def feed(self, data: bytes) -> list[object]:
-        """Add the next chunk of the body; return the values of the lines it completes."""
-        self._check_open("feed")
-        out: list[object] = []
-        try:
-            self._feed(data, out)
-        except RemoteProtocolError as exc:
-            self._error = exc
-            if not out:
-                raise
-        return out
 
     def end(self) -> EndOfInput[object]:
         """Signal the end of the body; parse a last line that had no LF.
@@ -92,8 +81,7 @@ class NDJSONDecoder:
         off mid-line: ``truncated`` is true and ``detail`` says where. That is a
         dropped connection, not a grammar error, so it does not raise.
         """
-        self._check_open("end")
-        self._ended = True
+        self._begin_end()
         rest = bytes(self._buf)
         self._buf.clear()
         if not rest.strip(_JSON_WS):
@@ -111,15 +99,6 @@ class NDJSONDecoder:
             )
         return EndOfInput(items=(value,))
 
-    def _check_open(self, call: str) -> None:
-        if self._error is not None:
-            raise self._error
-        if self._ended:
-            kind = "end_twice" if call == "end" else "feed_after_end"
-            raise LocalProtocolError(
-                f"{call}() called after end(); use a new NDJSONDecoder per body", kind=kind
-            )
-
     def _feed(self, data: bytes, out: list[object]) -> None:
         buf = self._buf
         buf += data
@@ -134,7 +113,7 @@ class NDJSONDecoder:
                 self._check_length(end - start)
                 # Blank lines are skipped without copying them out of the buffer.
                 if _NOT_WS.search(buf, start, end) is not None:
-                    out.append(self._parse(buf[start:end]))
+                    out.append(self._load_item(buf[start:end]))
                 start = self._search = lf + 1
             pending = len(buf) - start
             # A CR at the very end may be the first half of a CRLF: not line content.
@@ -157,32 +136,5 @@ class NDJSONDecoder:
             kind="line_too_long",
         )
 
-    def _parse(self, line: bytearray) -> object:
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RemoteProtocolError(
-                f"NDJSON line {self._line_no} is not valid UTF-8 (byte {exc.start} of the line: "
-                f"{bytes(line[exc.start : exc.start + 4])!r}); JSON text must be UTF-8, "
-                "so check the server's encoding",
-                kind="invalid_utf8",
-            ) from None
-        try:
-            return json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            snippet = text if len(text) <= _SNIPPET_CHARS else text[:_SNIPPET_CHARS] + "..."
-            reason = _json_failure(exc)
-            raise RemoteProtocolError(
-                f"NDJSON line {self._line_no} is not valid JSON ({reason}): {snippet!r}; "
-                "check that the endpoint streams NDJSON",
-                kind="invalid_json",
-            ) from None
-
-
-def _json_failure(exc: ValueError | RecursionError) -> str:
-    """Why json.loads failed, without its "line 1 column 5" (the text is one line or element)."""
-    if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} at character {exc.pos}"
-    if isinstance(exc, RecursionError):
-        return "nested too deeply for Python's json module"
-    return str(exc)  # e.g. an integer with more digits than int() accepts
+    def _item_name(self) -> str:
+        return f"NDJSON line {self._line_no}"

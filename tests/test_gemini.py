@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from streamcore import LocalProtocolError, RemoteProtocolError
 from streamcore.events import (
@@ -36,17 +34,6 @@ from streamcore.providers.gemini import Framing, GeminiDecoder, build_request
 from streamcore.request import ChatRequest, Message, Tool, ToolCall
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts" / "gemini"
-SSE_COMPLETE = [
-    "text_emoji_cjk",
-    "function_calls_parallel",
-    "thinking",
-    "max_tokens",
-    "blocked_prompt",
-    "two_candidates",
-]
-SSE_ALL = [*SSE_COMPLETE, "error_unavailable", "dropped"]
-ARRAY_ALL = ["array_text", "array_unclosed", "array_error"]
-CASES = [(name, "sse") for name in SSE_ALL] + [(name, "json-array") for name in ARRAY_ALL]
 
 
 def body(name: str) -> bytes:
@@ -150,31 +137,6 @@ def test_blocked_prompt_finishes_with_content_filter_and_completes() -> None:
         StreamEnd(),
     ]
     assert decoder.complete
-
-
-def test_error_object_becomes_provider_error_and_stream_is_incomplete() -> None:
-    events, decoder = decode(body("error_unavailable"))
-    assert text(events) == "The first part of the answer"
-    assert events[-1] == ProviderError(
-        "UNAVAILABLE", "The model is overloaded. Please try again later."
-    )
-    assert not decoder.complete
-
-
-def test_drop_mid_event_keeps_the_text_so_far_and_is_incomplete() -> None:
-    events, decoder = decode(body("dropped"))
-    assert text(events) == "The three laws are: first, "
-    assert not decoder.complete
-    assert decoder.truncated
-
-
-def test_invalid_json_returns_earlier_events_then_raises_invalid_json() -> None:
-    decoder = GeminiDecoder()
-    events = decoder.feed(body("invalid_json"))
-    assert text(events) == "Hello"
-    with pytest.raises(RemoteProtocolError) as info:
-        decoder.end()
-    assert info.value.kind == "invalid_json"
 
 
 def test_two_candidates_are_told_apart_by_choice() -> None:
@@ -304,12 +266,6 @@ def test_text_that_is_not_a_string_is_invalid_event() -> None:
     assert info.value.kind == "invalid_event"
 
 
-def test_json_nested_past_the_recursion_limit_is_invalid_json() -> None:
-    with pytest.raises(RemoteProtocolError) as info:
-        decode(b"data: " + b"[" * 100_000 + b"\r\n\r\n")
-    assert info.value.kind == "invalid_json"
-
-
 def test_empty_body_is_incomplete() -> None:
     events, decoder = decode(b"")
     assert events == []
@@ -334,52 +290,6 @@ def test_empty_body_is_incomplete() -> None:
 def test_finish_reason_maps_keeping_the_raw_value(raw: str, reason: FinishReason) -> None:
     events, _ = decode(sse(response({"text": "x"}, finish=raw)))
     assert Finish(reason, raw) in events
-
-
-# --------------------------------------------------------------------------- properties
-
-
-@pytest.mark.parametrize(("name", "framing"), CASES)
-def test_byte_by_byte_feeding_gives_same_events(name: str, framing: Framing) -> None:
-    data = body(name)
-    whole, decoder = decode(data, framing=framing)
-    pieces, piecewise = decode(data, range(1, len(data)), framing=framing)
-    assert pieces == whole
-    assert piecewise.complete == decoder.complete
-
-
-@pytest.mark.parametrize(("name", "framing"), CASES)
-@given(cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=40))
-def test_any_chunking_gives_same_events(name: str, framing: Framing, cuts: list[int]) -> None:
-    data = body(name)
-    whole, decoder = decode(data, framing=framing)
-    pieces, piecewise = decode(data, [c for c in cuts if c <= len(data)], framing=framing)
-    assert pieces == whole
-    assert piecewise.complete == decoder.complete
-
-
-@pytest.mark.parametrize(
-    ("name", "framing"), [(n, "sse") for n in SSE_COMPLETE] + [("array_text", "json-array")]
-)
-@given(data=st.data())
-def test_truncation_at_any_byte_gives_a_text_prefix_and_incomplete(
-    name: str, framing: Framing, data: st.DataObject
-) -> None:
-    full = body(name)
-    full_events, _ = decode(full, framing=framing)
-    cut = data.draw(st.integers(min_value=0, max_value=len(full) - 1), label="cut")
-    try:
-        events, decoder = decode(full[:cut], framing=framing)
-    except RemoteProtocolError:
-        return
-    without_end = [e for e in events if not isinstance(e, StreamEnd)]
-    assert full_events[: len(without_end)] == without_end
-    for choice in (0, 1):
-        assert text(full_events, choice).startswith(text(events, choice))
-    if decoder.complete:
-        # Only trailing framing bytes (the last CRLF) were cut: every response arrived.
-        assert events == full_events
-        assert framing == "sse"
 
 
 # --------------------------------------------------------------------------- build_request
@@ -493,12 +403,6 @@ def test_request_target_for_the_json_array_framing_has_no_alt() -> None:
     request = build_request(CONVERSATION, sse=False)
     assert request.target == "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
     assert ("accept", "application/json") in request.headers
-
-
-def test_api_key_never_appears_in_repr() -> None:
-    request = build_request(CONVERSATION, api_key="AIzaSy-secret")
-    assert "AIzaSy-secret" not in repr(request)
-    assert b"AIzaSy-secret" not in request.body
 
 
 def test_models_prefix_is_not_doubled() -> None:

@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from streamcore import RemoteProtocolError
 from streamcore.events import (
@@ -35,8 +33,6 @@ from streamcore.providers.ollama import OllamaDecoder, build_request
 from streamcore.request import ChatRequest, Message, Tool, ToolCall
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts" / "ollama"
-COMPLETE = ["text_emoji_cjk", "tool_calls", "thinking", "length"]
-ALL = [*COMPLETE, "error", "dropped"]
 
 
 def body(name: str) -> bytes:
@@ -116,31 +112,6 @@ def test_length_done_reason_maps_to_length() -> None:
     assert decoder.complete
 
 
-def test_error_line_becomes_provider_error_and_stream_is_incomplete() -> None:
-    events, decoder = decode(body("error"))
-    assert text(events) == "The first part"
-    assert events[-1] == ProviderError(
-        "error", "an error was encountered while running the model: unexpected EOF"
-    )
-    assert not decoder.complete
-
-
-def test_drop_mid_line_keeps_the_text_so_far_and_is_incomplete() -> None:
-    events, decoder = decode(body("dropped"))
-    assert text(events) == "The three laws are: first, a robot"
-    assert not decoder.complete
-    assert decoder.truncated
-
-
-def test_invalid_json_returns_earlier_events_then_raises_invalid_json() -> None:
-    decoder = OllamaDecoder()
-    events = decoder.feed(body("invalid_json"))
-    assert text(events) == "Hello"
-    with pytest.raises(RemoteProtocolError) as info:
-        decoder.end()
-    assert info.value.kind == "invalid_json"
-
-
 # --------------------------------------------------------------------------- grammar
 
 
@@ -202,48 +173,6 @@ def test_line_without_message_or_done_is_surfaced_raw() -> None:
 def test_structured_error_message_is_used() -> None:
     events, _ = decode(b'{"error":{"message":"model \\"llama9\\" not found","code":404}}\n')
     assert events == [ProviderError("error", 'model "llama9" not found')]
-
-
-# --------------------------------------------------------------------------- properties
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_byte_by_byte_feeding_gives_same_events(name: str) -> None:
-    data = body(name)
-    whole, decoder = decode(data)
-    pieces, piecewise = decode(data, range(1, len(data)))
-    assert pieces == whole
-    assert piecewise.complete == decoder.complete
-
-
-@pytest.mark.parametrize("name", ALL)
-@given(cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=40))
-def test_any_chunking_gives_same_events(name: str, cuts: list[int]) -> None:
-    data = body(name)
-    whole, decoder = decode(data)
-    pieces, piecewise = decode(data, [c for c in cuts if c <= len(data)])
-    assert pieces == whole
-    assert piecewise.complete == decoder.complete
-
-
-@pytest.mark.parametrize("name", COMPLETE)
-@given(data=st.data())
-def test_truncation_at_any_byte_gives_a_text_prefix_and_incomplete(
-    name: str, data: st.DataObject
-) -> None:
-    full = body(name)
-    full_events, _ = decode(full)
-    cut = data.draw(st.integers(min_value=0, max_value=len(full) - 1), label="cut")
-    try:
-        events, decoder = decode(full[:cut])
-    except RemoteProtocolError:
-        return
-    assert full_events[: len(events)] == events
-    if decoder.complete:
-        # Only the final newline was cut: the last line still parsed whole.
-        assert events == full_events
-    else:
-        assert text(full_events).startswith(text(events))
 
 
 # --------------------------------------------------------------------------- build_request

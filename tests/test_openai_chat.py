@@ -14,10 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from streamcore import LocalProtocolError, RemoteProtocolError
+from streamcore import RemoteProtocolError
 from streamcore.events import (
     Event,
     Finish,
@@ -35,7 +33,6 @@ from streamcore.events import (
     ToolCallStart,
     Usage,
 )
-from streamcore.providers import decoder_for
 from streamcore.providers.openai_chat import (
     MAX_CHOICES,
     MAX_TOOL_CALLS,
@@ -45,26 +42,6 @@ from streamcore.providers.openai_chat import (
 from streamcore.request import ChatRequest, Message, Tool, ToolCall
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts" / "openai_chat"
-COMPLETE = [
-    "text_emoji_cjk",
-    "tool_calls_parallel",
-    "length",
-    "refusal",
-    "n2_choices",
-    "deepseek_reasoning",
-    "openrouter_reasoning",
-    "vllm_continuous_usage",
-    "gemini_compat_tools",
-    "azure_content_filter",
-]
-ALL = [
-    *COMPLETE,
-    "error_midstream",
-    "dropped",
-    "finish_without_done",
-    "invalid_json",
-    "tool_fragment_without_start",
-]
 
 
 def body(name: str) -> bytes:
@@ -238,24 +215,6 @@ def test_n_choices_are_kept_apart_by_choice_index() -> None:
     assert decoder.complete
 
 
-def test_midstream_error_object_becomes_provider_error_and_stream_stays_incomplete() -> None:
-    events, decoder = decode(body("error_midstream"))
-    assert text(events) == "Here is the first part of the answer"
-    assert events[-1] == ProviderError(
-        "server_error",
-        "The server had an error while processing your request. Sorry about that!",
-    )
-    assert events[-1].raw == {
-        "error": {
-            "message": "The server had an error while processing your request. Sorry about that!",
-            "type": "server_error",
-            "param": None,
-            "code": None,
-        }
-    }
-    assert not decoder.complete
-
-
 def test_error_sse_event_becomes_provider_error_named_by_its_code() -> None:
     error = {
         "message": "Rate limit reached for gpt-4.1",
@@ -266,14 +225,6 @@ def test_error_sse_event_becomes_provider_error_named_by_its_code() -> None:
     assert events[-1] == ProviderError("rate_limit_exceeded", "Rate limit reached for gpt-4.1")
 
 
-def test_drop_mid_event_keeps_the_text_so_far_and_is_incomplete() -> None:
-    events, decoder = decode(body("dropped"))
-    assert text(events) == "The three laws are: first, a robot may not"
-    assert not any(isinstance(e, StreamEnd | Finish) for e in events)
-    assert not decoder.complete
-    assert decoder.truncated
-
-
 def test_finish_reason_and_usage_without_done_is_not_complete() -> None:
     events, decoder = decode(body("finish_without_done"))
     assert events[-2:] == [
@@ -282,16 +233,6 @@ def test_finish_reason_and_usage_without_done_is_not_complete() -> None:
     ]
     assert not decoder.complete
     assert not decoder.truncated
-
-
-def test_invalid_json_returns_earlier_events_then_raises_invalid_json() -> None:
-    decoder = OpenAIChatDecoder()
-    events = decoder.feed(body("invalid_json"))
-    assert text(events) == "Hello"
-    with pytest.raises(RemoteProtocolError) as info:
-        decoder.end()
-    assert info.value.kind == "invalid_json"
-    assert "SSE event #3" in str(info.value)
 
 
 def test_tool_fragment_for_a_call_never_started_is_unexpected_event() -> None:
@@ -519,12 +460,6 @@ def test_choice_index_of_the_wrong_type_is_invalid_event() -> None:
     assert info.value.kind == "invalid_event"
 
 
-def test_json_nested_past_the_recursion_limit_is_invalid_json() -> None:
-    with pytest.raises(RemoteProtocolError) as info:
-        decode(b"data: " + b"[" * 100_000 + b"\n\n")
-    assert info.value.kind == "invalid_json"
-
-
 def test_more_choices_than_the_limit_is_too_many_choices() -> None:
     chunks = b"".join(chunk({"content": "x"}, index=i) for i in range(MAX_CHOICES + 1))
     events, kind, _ = decode_or_error(chunks)
@@ -547,10 +482,6 @@ def test_decoder_stays_failed_after_a_grammar_break() -> None:
     assert again.value is first.value
 
 
-def test_registry_builds_this_decoder_for_openai_chat() -> None:
-    assert type(decoder_for("openai-chat")) is OpenAIChatDecoder
-
-
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
@@ -565,38 +496,6 @@ def test_registry_builds_this_decoder_for_openai_chat() -> None:
 def test_finish_reason_maps_keeping_the_raw_value(raw: str, reason: FinishReason) -> None:
     events, _ = decode(ROLE + chunk({}, raw))
     assert events[-1] == Finish(reason, raw)
-
-
-# --------------------------------------------------------------------------- properties
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_byte_by_byte_feeding_gives_same_events(name: str) -> None:
-    data = body(name)
-    assert decode_or_error(data, range(1, len(data))) == decode_or_error(data)
-
-
-@pytest.mark.parametrize("name", ALL)
-@given(cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=40))
-def test_any_chunking_gives_same_events(name: str, cuts: list[int]) -> None:
-    data = body(name)
-    assert decode_or_error(data, [c for c in cuts if c <= len(data)]) == decode_or_error(data)
-
-
-@pytest.mark.parametrize("name", COMPLETE)
-@given(data=st.data())
-def test_truncation_at_any_byte_gives_a_prefix_and_incomplete(
-    name: str, data: st.DataObject
-) -> None:
-    full = body(name)
-    full_events, _ = decode(full)
-    cut = data.draw(st.integers(min_value=0, max_value=len(full) - 1), label="cut")
-    events, kind, complete = decode_or_error(full[:cut])
-    assert kind is None  # a cut only ever drops the unfinished event
-    assert not complete
-    assert events == full_events[: len(events)]
-    for choice in (0, 1):
-        assert text(full_events, choice).startswith(text(events, choice))
 
 
 # --------------------------------------------------------------------------- build_request
@@ -704,12 +603,6 @@ def test_request_headers_carry_accept_and_bearer_key() -> None:
     )
 
 
-def test_api_key_never_appears_in_repr_or_body() -> None:
-    request = build_request(CONVERSATION, api_key="sk-proj-secret")
-    assert "sk-proj-secret" not in repr(request)
-    assert b"sk-proj-secret" not in request.body
-
-
 def test_no_api_key_sends_no_authorization_header() -> None:
     names = [name for name, _ in build_request(CONVERSATION).headers]
     assert names == ["content-type", "accept"]
@@ -725,10 +618,6 @@ def test_include_usage_false_leaves_out_stream_options() -> None:
     body_ = json.loads(build_request(CONVERSATION, include_usage=False).body)
     assert "stream_options" not in body_
     assert body_["stream"] is True
-
-
-def test_base_path_prefixes_the_target() -> None:
-    assert build_request(CONVERSATION, base_path="/api/v1/").target == "/api/v1/chat/completions"
 
 
 def test_extra_is_merged_last_and_wins() -> None:
@@ -762,23 +651,3 @@ def test_empty_assistant_turn_is_left_out() -> None:
         {"role": "user", "content": "Hi"},
         {"role": "user", "content": "Still there?"},
     ]
-
-
-def test_tool_result_without_call_id_is_a_local_error() -> None:
-    with pytest.raises(LocalProtocolError) as info:
-        build_request(ChatRequest("gpt-4.1", (Message("tool", "18°C"),)))
-    assert info.value.kind == "missing_tool_call_id"
-
-
-def test_api_key_with_a_line_break_is_rejected_without_echoing_it() -> None:
-    with pytest.raises(LocalProtocolError) as info:
-        build_request(CONVERSATION, api_key="sk-proj\r\nX-Injected: 1")
-    assert info.value.kind == "invalid_header_value"
-    assert "sk-proj" not in str(info.value)
-
-
-def test_extra_that_is_not_json_is_a_local_error() -> None:
-    request = ChatRequest("gpt-4.1", (Message("user", "Hi"),), extra={"metadata": {1, 2}})
-    with pytest.raises(LocalProtocolError) as info:
-        build_request(request)
-    assert info.value.kind == "invalid_body"

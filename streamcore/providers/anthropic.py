@@ -76,7 +76,6 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -97,8 +96,17 @@ from streamcore.events import (
     Usage,
 )
 from streamcore.framing import DEFAULT_MAX_LINE_BYTES
-from streamcore.providers._base import SSEJSONDecoder, parse_json
-from streamcore.request import ChatRequest, HTTPRequest, Message
+from streamcore.providers._base import (
+    SSEJSONDecoder,
+    arguments_object,
+    check_header_value,
+    encode_body,
+    optional_str,
+    parse_json,
+    split_system,
+    wrong_type,
+)
+from streamcore.request import ChatRequest, HTTPRequest
 from streamcore.sse import SSEEvent
 
 __all__ = [
@@ -152,13 +160,7 @@ def build_request(
     >>> "sk-ant-1" in repr(req)
     False
     """
-    system_parts = [request.system] if request.system else []
-    messages: list[Message] = []
-    for message in request.messages:
-        if message.role == "system":
-            system_parts.append(message.content)
-        else:
-            messages.append(message)
+    system_parts, messages = split_system(request)
 
     turns: list[dict[str, object]] = []
     # The turn holding tool_result blocks, while it may still take more of them.
@@ -201,7 +203,9 @@ def build_request(
                             "type": "tool_use",
                             "id": call.id,
                             "name": call.name,
-                            "input": _tool_input(call.arguments, call.name),
+                            "input": arguments_object(
+                                call.arguments, call.name, "Anthropic's tool_use.input"
+                            ),
                         }
                     )
                 turns.append({"role": "assistant", "content": blocks})
@@ -242,13 +246,13 @@ def build_request(
         ("anthropic-version", ANTHROPIC_VERSION),
     ]
     if api_key is not None:
-        _check_header_value(api_key, "api_key")
+        check_header_value(api_key, "api_key")
         headers.append(("x-api-key", api_key))
     return HTTPRequest(
         method="POST",
         target=base_path.rstrip("/") + "/messages",
         headers=tuple(headers),
-        body=_encode_body(body),
+        body=encode_body(body),
     )
 
 
@@ -266,43 +270,6 @@ def sent_prefill(request: ChatRequest) -> str | None:
     if not messages or messages[-1].role != "assistant" or messages[-1].tool_calls:
         return None
     return messages[-1].content.rstrip() or None
-
-
-def _tool_input(arguments: str, name: str) -> object:
-    if not arguments.strip():
-        return {}
-    try:
-        value = json.loads(arguments)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise LocalProtocolError(
-            f"arguments of the {name!r} tool call are not a JSON object; Anthropic's "
-            "tool_use.input must be one: pass the arguments exactly as the model streamed them",
-            kind="invalid_tool_arguments",
-        )
-    return value
-
-
-def _check_header_value(value: str, what: str) -> None:
-    if any(c in value for c in "\r\n\0"):
-        # Never echo the value: it is a credential.
-        raise LocalProtocolError(
-            f"{what} contains a line break or NUL, which would split the HTTP header; "
-            "check where the key was read from",
-            kind="invalid_header_value",
-        )
-
-
-def _encode_body(body: Mapping[str, object]) -> bytes:
-    try:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise LocalProtocolError(
-            f"request body cannot be encoded as JSON ({exc}); check request.extra and tool "
-            "parameters for values that are not JSON (sets, bytes, NaN) or lone surrogates",
-            kind="invalid_body",
-        ) from None
 
 
 # --------------------------------------------------------------------------- decoder
@@ -475,11 +442,11 @@ class AnthropicDecoder(SSEJSONDecoder):
         value = obj.get(key)
         # type() rather than isinstance(): JSON true is not an index.
         if type(value) is not kind:
-            got = "missing" if value is None else f"a {type(value).__name__}"
-            raise RemoteProtocolError(
-                f"{self._where()}: field {within}{key!r} is {got}, expected a {kind.__name__}; "
+            raise wrong_type(
+                f"{self._where()}: field {within}{key!r}",
+                value,
+                kind,
                 "the provider's event format changed or the stream is corrupt",
-                kind="invalid_event",
             )
         return value
 
@@ -487,7 +454,7 @@ class AnthropicDecoder(SSEJSONDecoder):
 
     def _on_message_start(self, payload: dict[str, object], out: list[Event]) -> None:
         message = self._field(payload, "message", dict)
-        out.append(StreamStarted(_optional_str(message, "id"), _optional_str(message, "model")))
+        out.append(StreamStarted(optional_str(message, "id"), optional_str(message, "model")))
         content = message.get("content")
         if isinstance(content, list) and content:
             # The API starts with empty content; anything else is surfaced, not dropped.
@@ -657,8 +624,3 @@ def _too_deep(where: str) -> RemoteProtocolError:
         "or hostile -- check the upstream",
         kind="invalid_json",
     )
-
-
-def _optional_str(obj: dict[str, object], key: str) -> str | None:
-    value = obj.get(key)
-    return value if isinstance(value, str) else None

@@ -69,7 +69,6 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -91,7 +90,17 @@ from streamcore.events import (
 )
 from streamcore.framing import DEFAULT_MAX_LINE_BYTES
 from streamcore.jsonarray import JSONArrayDecoder
-from streamcore.providers._base import DialectDecoder, parse_json
+from streamcore.providers._base import (
+    DialectDecoder,
+    arguments_object,
+    check_header_value,
+    encode_body,
+    optional_int,
+    optional_str,
+    parse_json,
+    split_system,
+    wrong_type,
+)
 from streamcore.request import ChatRequest, HTTPRequest, Message
 from streamcore.sse import SSEComment, SSEDecoder, SSEEvent
 
@@ -163,13 +172,7 @@ def build_request(
         )
     model_path = request.model if "/" in request.model else "models/" + request.model
 
-    system_parts = [request.system] if request.system else []
-    messages: list[Message] = []
-    for message in request.messages:
-        if message.role == "system":
-            system_parts.append(message.content)
-        else:
-            messages.append(message)
+    system_parts, messages = split_system(request)
 
     contents: list[dict[str, object]] = []
     results_turn: list[dict[str, object]] | None = None
@@ -199,7 +202,9 @@ def build_request(
             for call in message.tool_calls:
                 function: dict[str, object] = {
                     "name": call.name,
-                    "args": _call_args(call.arguments, call.name),
+                    "args": arguments_object(
+                        call.arguments, call.name, "Gemini's functionCall.args"
+                    ),
                 }
                 if not call.id.startswith(SYNTHETIC_ID_PREFIX):
                     function["id"] = call.id
@@ -234,14 +239,14 @@ def build_request(
         ("accept", "text/event-stream" if sse else "application/json"),
     ]
     if api_key is not None:
-        _check_header_value(api_key, "api_key")
+        check_header_value(api_key, "api_key")
         headers.append(("x-goog-api-key", api_key))
     target = f"{base_path.rstrip('/')}/{model_path}:streamGenerateContent"
     return HTTPRequest(
         method="POST",
         target=target + "?alt=sse" if sse else target,
         headers=tuple(headers),
-        body=_encode_body(body),
+        body=encode_body(body),
     )
 
 
@@ -276,42 +281,6 @@ def _function_response(message: Message, earlier: list[Message]) -> dict[str, ob
     if not call_id.startswith(SYNTHETIC_ID_PREFIX):
         out["id"] = call_id
     return out
-
-
-def _call_args(arguments: str, name: str) -> object:
-    if not arguments.strip():
-        return {}
-    try:
-        value = json.loads(arguments)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise LocalProtocolError(
-            f"arguments of the {name!r} tool call are not a JSON object; Gemini's "
-            "functionCall.args must be one: pass the arguments exactly as the model sent them",
-            kind="invalid_tool_arguments",
-        )
-    return value
-
-
-def _check_header_value(value: str, what: str) -> None:
-    if any(c in value for c in "\r\n\0"):
-        raise LocalProtocolError(
-            f"{what} contains a line break or NUL, which would split the HTTP header; "
-            "check where the key was read from",
-            kind="invalid_header_value",
-        )
-
-
-def _encode_body(body: Mapping[str, object]) -> bytes:
-    try:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise LocalProtocolError(
-            f"request body cannot be encoded as JSON ({exc}); check request.extra and tool "
-            "parameters for values that are not JSON (sets, bytes, NaN) or lone surrogates",
-            kind="invalid_body",
-        ) from None
 
 
 # --------------------------------------------------------------------------- decoder
@@ -465,8 +434,8 @@ class GeminiDecoder(DialectDecoder):
             return
         if not self._started:
             self._started = True
-            self._response_id = _optional_str(payload, "responseId")
-            out.append(StreamStarted(self._response_id, _optional_str(payload, "modelVersion")))
+            self._response_id = optional_str(payload, "responseId")
+            out.append(StreamStarted(self._response_id, optional_str(payload, "modelVersion")))
         candidates = payload.get("candidates")
         if candidates is not None:
             for position, candidate in enumerate(self._typed(candidates, list, "candidates")):
@@ -574,19 +543,19 @@ class GeminiDecoder(DialectDecoder):
 
     def _typed(self, value: object, kind: type[_T], field: str) -> _T:
         if type(value) is not kind:
-            got = "missing" if value is None else f"a {type(value).__name__}"
-            raise RemoteProtocolError(
-                f"response #{self._responses}: {field} is {got}, expected a {kind.__name__}; "
+            raise wrong_type(
+                f"response #{self._responses}: {field}",
+                value,
+                kind,
                 "the provider's response format changed or the stream is corrupt",
-                kind="invalid_event",
             )
         return value
 
     def _on_usage(self, usage: dict[str, object], out: list[Event]) -> None:
-        prompt = _optional_int(usage, "promptTokenCount")
-        answer = _optional_int(usage, "candidatesTokenCount")
-        thoughts = _optional_int(usage, "thoughtsTokenCount")
-        cached = _optional_int(usage, "cachedContentTokenCount")
+        prompt = optional_int(usage, "promptTokenCount")
+        answer = optional_int(usage, "candidatesTokenCount")
+        thoughts = optional_int(usage, "thoughtsTokenCount")
+        cached = optional_int(usage, "cachedContentTokenCount")
         output = None if answer is None and thoughts is None else (answer or 0) + (thoughts or 0)
         current = Usage(prompt, output, cached, thoughts)
         if current != self._last_usage and current != Usage():
@@ -604,13 +573,3 @@ def _provider_error(error: object, payload: dict[str, object]) -> ProviderError:
             kind, message if isinstance(message, str) else json.dumps(error), raw=payload
         )
     return ProviderError("error", str(error), raw=payload)
-
-
-def _optional_str(obj: dict[str, object], key: str) -> str | None:
-    value = obj.get(key)
-    return value if isinstance(value, str) else None
-
-
-def _optional_int(obj: dict[str, object], key: str) -> int | None:
-    value = obj.get(key)
-    return value if type(value) is int else None

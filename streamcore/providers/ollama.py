@@ -43,10 +43,8 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
 from typing import TypeVar
 
-from streamcore._errors import LocalProtocolError, RemoteProtocolError
 from streamcore.events import (
     Event,
     Finish,
@@ -63,7 +61,14 @@ from streamcore.events import (
 )
 from streamcore.framing import DEFAULT_MAX_LINE_BYTES
 from streamcore.ndjson import NDJSONDecoder
-from streamcore.providers._base import DialectDecoder
+from streamcore.providers._base import (
+    DialectDecoder,
+    arguments_object,
+    check_header_value,
+    encode_body,
+    function_tools,
+    wrong_type,
+)
 from streamcore.request import ChatRequest, HTTPRequest, Message
 
 __all__ = ["DEFAULT_BASE_PATH", "OllamaDecoder", "build_request"]
@@ -106,7 +111,9 @@ def build_request(
                     "id": call.id,
                     "function": {
                         "name": call.name,
-                        "arguments": _call_args(call.arguments, call.name),
+                        "arguments": arguments_object(
+                            call.arguments, call.name, "Ollama's function.arguments"
+                        ),
                     },
                 }
                 for call in message.tool_calls
@@ -129,30 +136,18 @@ def build_request(
     if options:
         body["options"] = options
     if request.tools:
-        tools: list[dict[str, object]] = []
-        for tool in request.tools:
-            function: dict[str, object] = {"name": tool.name}
-            if tool.description:
-                function["description"] = tool.description
-            function["parameters"] = dict(tool.parameters)
-            tools.append({"type": "function", "function": function})
-        body["tools"] = tools
+        body["tools"] = function_tools(request.tools)
     body.update(request.extra)
 
     headers = [("content-type", "application/json"), ("accept", "application/x-ndjson")]
     if api_key is not None:
-        if any(c in api_key for c in "\r\n\0"):
-            raise LocalProtocolError(
-                "api_key contains a line break or NUL, which would split the HTTP header; "
-                "check where the key was read from",
-                kind="invalid_header_value",
-            )
+        check_header_value(api_key, "api_key")
         headers.append(("authorization", f"Bearer {api_key}"))
     return HTTPRequest(
         method="POST",
         target=base_path.rstrip("/") + "/api/chat",
         headers=tuple(headers),
-        body=_encode_body(body),
+        body=encode_body(body),
     )
 
 
@@ -162,33 +157,6 @@ def _called_name(call_id: str, earlier: tuple[Message, ...]) -> str | None:
             if call.id == call_id:
                 return call.name
     return None
-
-
-def _call_args(arguments: str, name: str) -> object:
-    if not arguments.strip():
-        return {}
-    try:
-        value = json.loads(arguments)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise LocalProtocolError(
-            f"arguments of the {name!r} tool call are not a JSON object; Ollama's "
-            "function.arguments must be one: pass the arguments exactly as the model sent them",
-            kind="invalid_tool_arguments",
-        )
-    return value
-
-
-def _encode_body(body: Mapping[str, object]) -> bytes:
-    try:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise LocalProtocolError(
-            f"request body cannot be encoded as JSON ({exc}); check request.extra and tool "
-            "parameters for values that are not JSON (sets, bytes, NaN) or lone surrogates",
-            kind="invalid_body",
-        ) from None
 
 
 # --------------------------------------------------------------------------- decoder
@@ -297,11 +265,11 @@ class OllamaDecoder(DialectDecoder):
 
     def _typed(self, value: object, kind: type[_T], field: str) -> _T:
         if type(value) is not kind:
-            got = "missing" if value is None else f"a {type(value).__name__}"
-            raise RemoteProtocolError(
-                f"line {self._lines}: {field} is {got}, expected a {kind.__name__}; "
+            raise wrong_type(
+                f"line {self._lines}: {field}",
+                value,
+                kind,
                 "the server's response format changed or the stream is corrupt",
-                kind="invalid_event",
             )
         return value
 

@@ -116,7 +116,14 @@ from streamcore.events import (
     Usage,
 )
 from streamcore.framing import DEFAULT_MAX_LINE_BYTES
-from streamcore.providers._base import SSEJSONDecoder, parse_json
+from streamcore.providers._base import (
+    SSEJSONDecoder,
+    check_header_value,
+    encode_body,
+    function_tools,
+    optional_int,
+    parse_json,
+)
 from streamcore.request import ChatRequest, HTTPRequest
 from streamcore.sse import SSEEvent
 
@@ -216,14 +223,7 @@ def build_request(
     if request.stop:
         body["stop"] = list(request.stop)
     if request.tools:
-        tools: list[dict[str, object]] = []
-        for tool in request.tools:
-            function: dict[str, object] = {"name": tool.name}
-            if tool.description:
-                function["description"] = tool.description
-            function["parameters"] = dict(tool.parameters)
-            tools.append({"type": "function", "function": function})
-        body["tools"] = tools
+        body["tools"] = function_tools(request.tools)
     body["stream"] = True
     if include_usage:
         body["stream_options"] = {"include_usage": True}
@@ -233,7 +233,7 @@ def build_request(
         method="POST",
         target=base_path.rstrip("/") + "/chat/completions",
         headers=_headers(api_key, json_body=True),
-        body=_encode_body(body),
+        body=encode_body(body),
     )
 
 
@@ -241,26 +241,9 @@ def _headers(api_key: str | None, *, json_body: bool) -> tuple[tuple[str, str], 
     headers = [("content-type", "application/json")] if json_body else []
     headers.append(("accept", "text/event-stream"))
     if api_key is not None:
-        if any(c in api_key for c in "\r\n\0"):
-            # Never echo the value: it is a credential.
-            raise LocalProtocolError(
-                "api_key contains a line break or NUL, which would split the HTTP header; "
-                "check where the key was read from",
-                kind="invalid_header_value",
-            )
+        check_header_value(api_key, "api_key")
         headers.append(("authorization", f"Bearer {api_key}"))
     return tuple(headers)
-
-
-def _encode_body(body: Mapping[str, object]) -> bytes:
-    try:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise LocalProtocolError(
-            f"request body cannot be encoded as JSON ({exc}); check request.extra and tool "
-            "parameters for values that are not JSON (sets, bytes, NaN) or lone surrogates",
-            kind="invalid_body",
-        ) from None
 
 
 # --------------------------------------------------------------------------- decoder
@@ -630,22 +613,15 @@ def chat_usage(usage: Mapping[str, object]) -> Usage | None:
     Usage(input_tokens=1200, output_tokens=310, cached_tokens=1024, reasoning_tokens=256)
     """
     counts = Usage(
-        input_tokens=_count(usage, "prompt_tokens"),
-        output_tokens=_count(usage, "completion_tokens"),
-        cached_tokens=_count(usage.get("prompt_tokens_details"), "cached_tokens"),
-        reasoning_tokens=_count(usage.get("completion_tokens_details"), "reasoning_tokens"),
+        input_tokens=optional_int(usage, "prompt_tokens"),
+        output_tokens=optional_int(usage, "completion_tokens"),
+        cached_tokens=optional_int(usage.get("prompt_tokens_details"), "cached_tokens"),
+        reasoning_tokens=optional_int(usage.get("completion_tokens_details"), "reasoning_tokens"),
     )
     return None if counts == _NO_COUNTS else counts
 
 
 _NO_COUNTS = Usage()
-
-
-def _count(obj: object, key: str) -> int | None:
-    if not isinstance(obj, Mapping):
-        return None
-    value = obj.get(key)
-    return value if type(value) is int else None
 
 
 def provider_error(error: object, raw: object) -> ProviderError:

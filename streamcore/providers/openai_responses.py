@@ -121,10 +121,15 @@ from streamcore.events import (
     Usage,
 )
 from streamcore.framing import DEFAULT_MAX_LINE_BYTES
-from streamcore.providers._base import SSEJSONDecoder, parse_json
+from streamcore.providers._base import (
+    SSEJSONDecoder,
+    encode_body,
+    optional_int,
+    parse_json,
+    wrong_type,
+)
 from streamcore.providers.openai_chat import (
     _NO_MESSAGE,
-    _encode_body,
     _headers,
     _show,
     provider_error,
@@ -243,7 +248,7 @@ def build_request(
         method="POST",
         target=base_path.rstrip("/") + "/responses",
         headers=_headers(api_key, json_body=True),
-        body=_encode_body(body),
+        body=encode_body(body),
     )
 
 
@@ -369,6 +374,11 @@ _FITS: dict[str, frozenset[_Kind]] = {
 }
 
 _ANY_KIND = frozenset(_Kind)
+
+_BROKEN_HINT = (
+    "the stream is corrupt or the API's format changed -- retry the request, "
+    "or report the server's output"
+)
 
 _INCOMPLETE_REASONS = {
     "max_output_tokens": FinishReason.LENGTH,
@@ -556,18 +566,13 @@ class OpenAIResponsesDecoder(SSEJSONDecoder):
         return f"{_show(self._name)} (SSE event #{self._events})"
 
     def _broken(self, what: str, kind: str = "invalid_event") -> RemoteProtocolError:
-        return RemoteProtocolError(
-            f"{self._where()}: {what}; the stream is corrupt or the API's format changed "
-            "-- retry the request, or report the server's output",
-            kind=kind,
-        )
+        return RemoteProtocolError(f"{self._where()}: {what}; {_BROKEN_HINT}", kind=kind)
 
     def _field(self, obj: dict[str, object], key: str, kind: type[_T]) -> _T:
         value = obj.get(key)
         # type() rather than isinstance(): JSON true is not an index.
         if type(value) is not kind:
-            got = "missing" if value is None else f"a {type(value).__name__}"
-            raise self._broken(f"field {key!r} is {got}, expected a {kind.__name__}")
+            raise wrong_type(f"{self._where()}: field {key!r}", value, kind, _BROKEN_HINT)
         return value
 
     def _item(self, payload: dict[str, object], name: str) -> _Item | None:
@@ -838,16 +843,9 @@ def responses_usage(usage: dict[str, object]) -> Usage | None:
     Usage(input_tokens=2100, output_tokens=420, cached_tokens=2048, reasoning_tokens=384)
     """
     counts = Usage(
-        input_tokens=_count(usage, "input_tokens"),
-        output_tokens=_count(usage, "output_tokens"),
-        cached_tokens=_count(usage.get("input_tokens_details"), "cached_tokens"),
-        reasoning_tokens=_count(usage.get("output_tokens_details"), "reasoning_tokens"),
+        input_tokens=optional_int(usage, "input_tokens"),
+        output_tokens=optional_int(usage, "output_tokens"),
+        cached_tokens=optional_int(usage.get("input_tokens_details"), "cached_tokens"),
+        reasoning_tokens=optional_int(usage.get("output_tokens_details"), "reasoning_tokens"),
     )
     return None if counts == Usage() else counts
-
-
-def _count(obj: object, key: str) -> int | None:
-    if not isinstance(obj, dict):
-        return None
-    value = obj.get(key)
-    return value if type(value) is int else None
