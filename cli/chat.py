@@ -1085,10 +1085,12 @@ class Chat:
         elif isinstance(event, Resuming):
             if event.failed_state is MachineState.INTERRUPTED:
                 what = f"the connection dropped after {event.partial_chars} characters"
+                kept = "them"
             else:
                 what = short_reason(event.reason)
+                kept = f"the {event.partial_chars} characters so far"
             self.view.note(
-                f"{_sentence(what)}; resuming with them as context (attempt {event.attempt})",
+                f"{_sentence(what)}; resuming with {kept} as context (attempt {event.attempt})",
                 NoteLevel.WARNING,
                 now,
             )

@@ -15,7 +15,10 @@ as it grows with ``rich`` -- but never on every piece of text: a
 (12 fps by default). A piece that arrives inside that interval only marks the
 view dirty; the next ``tick`` (the chat calls it on the same interval) draws
 it. So a fast model costs a bounded number of renders per second, and a stall
-still animates the typing indicator.
+still animates the typing indicator. Each frame leaves as one write bracketed
+as a terminal *synchronized update*, so the terminal never shows the live
+region half erased (no flicker where the terminal supports it, nothing
+different where it does not).
 
 Re-rendering a long answer in one ``Live`` region flickers and, once it is
 taller than the screen, garbles the scrollback (the region can only rewrite
@@ -36,8 +39,10 @@ Stats: :class:`AnswerStats` holds what the line after an answer shows, and
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Protocol
 
@@ -67,6 +72,10 @@ DEFAULT_MAX_FPS = 12.0
 """Re-renders per second at most: smooth to the eye, cheap for the CPU."""
 
 CODE_THEME = "monokai"
+
+# Begin / end synchronized update (DEC private mode 2026).
+_SYNC_BEGIN = "\x1b[?2026h"
+_SYNC_END = "\x1b[?2026l"
 
 
 class FrameGate:
@@ -353,12 +362,13 @@ class LiveMarkdownView:
         if marker:
             self._ready.append(Text(marker, style="yellow"))
         live, self._live = self._live, None
-        if live is not None:
-            live.update(Text(""), refresh=False)
-            live.stop()  # transient: the indicator and the live tail disappear
-        if self._ready:
-            self._console.print(Group(*self._ready))
-            self._ready.clear()
+        with self._one_frame():
+            if live is not None:
+                live.update(Text(""), refresh=False)
+                live.stop()  # transient: the indicator and the live tail disappear
+            if self._ready:
+                self._console.print(Group(*self._ready))
+                self._ready.clear()
 
     def line(self, message: str, *, style: str = "") -> None:
         """Print a line outside an answer (command output, the stats line)."""
@@ -376,13 +386,34 @@ class LiveMarkdownView:
         live = self._live
         if live is None or not self._gate.allow(now):
             return
-        live.update(self._frame(now), refresh=not self._ready)
-        if self._ready:
-            # One write: the finished blocks go above, and the live region is
-            # redrawn under them.
-            live.console.print(Group(*self._ready))
-            self._ready.clear()
+        with self._one_frame():
+            live.update(self._frame(now), refresh=not self._ready)
+            if self._ready:
+                # The finished blocks go above, and the live region is redrawn under them.
+                live.console.print(Group(*self._ready))
+                self._ready.clear()
         self.frames += 1
+
+    @contextlib.contextmanager
+    def _one_frame(self) -> Iterator[None]:
+        """Send what is printed inside as one write, bracketed as a synchronized update.
+
+        Redrawing the live region erases its lines before writing them again; a
+        terminal that showed the screen in between would flicker. Inside DEC mode
+        2026 (begin/end synchronized update) it shows only the finished frame;
+        terminals that do not know the mode ignore it.
+        """
+        console = self._console
+        if not console.is_terminal or console.is_dumb_terminal:
+            yield
+            return
+        console.file.write(_SYNC_BEGIN)
+        try:
+            with console:  # rich buffers the prints inside and writes them once at exit
+                yield
+        finally:
+            console.file.write(_SYNC_END)
+            console.file.flush()
 
     def _frame(self, now: float) -> Group:
         parts: list[_Block | Spinner] = []

@@ -1,15 +1,15 @@
 """`streamcore chat` driven in a pseudo-terminal, as a person drives it, against the emulator.
 
-Each test starts the real command (the ``add_parser``/``run`` pair the
-``streamcore`` entry point calls) in a pty with pexpect, types into it, and
-waits for what the screen shows with ``expect`` and a timeout -- never a
-sleep. The built-in emulator's faults (``--emulator-fault``) make answers
+Each test starts the real ``streamcore`` console script in a pty with
+pexpect, types into it, and waits for what the screen shows with ``expect``
+and a timeout -- never a sleep. The built-in emulator's faults (``--emulator-fault``) make answers
 slow enough to interrupt, or drop them mid-answer. Full answers are checked
 byte for byte against ``answer_for(prompt)`` through ``/save``.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pexpect
 import pytest
+from rich.cells import cell_len
 
 from streamcore.adapters.emulator import answer_for
+from streamcore.cli.chat import COMMANDS
 from streamcore.cli.sessions import SessionStore
 
 pytestmark = pytest.mark.slow
@@ -28,15 +30,8 @@ pytestmark = pytest.mark.slow
 PROMPT = "Explain SSE"
 ANSWER = answer_for(PROMPT)
 
-# Until cli/main.py routes `chat` to streamcore.cli.chat, drive the same
-# add_parser/run pair the entry point will call.
-LAUNCH = (
-    "import argparse, sys\n"
-    "from streamcore.cli import chat\n"
-    "parser = argparse.ArgumentParser(prog='streamcore')\n"
-    "chat.add_parser(parser.add_subparsers(dest='command'))\n"
-    "sys.exit(chat.run(parser.parse_args()))\n"
-)
+# The console script pip installed next to this interpreter: the real command.
+STREAMCORE = str(Path(sys.executable).parent / "streamcore")
 SECRETS = (
     "OPENAI_API_KEY",
     "ANTHROPIC_API_KEY",
@@ -46,7 +41,7 @@ SECRETS = (
     "STREAMCORE_MODEL",
 )
 # The prompt readline prints (NO_COLOR gives the plain one), at the start of a line.
-READY = re.compile(r"(?:^|\n)> ")
+READY = re.compile(r"(?:^|\n)(?:> |\x1b\[1;36m›\x1b\[0m )")
 TYPING = re.compile(r"typing… (\d+) tokens")
 
 
@@ -55,6 +50,13 @@ class Chat:
 
     def __init__(self, child: pexpect.spawn) -> None:
         self.child = child
+
+    @property
+    def output(self) -> str:
+        """Everything the command wrote to the terminal so far, escape codes included."""
+        log = self.child.logfile_read
+        assert isinstance(log, io.StringIO)
+        return log.getvalue()
 
     def ready(self) -> None:
         self.child.expect(READY)
@@ -93,21 +95,32 @@ def spawn(tmp_path: Path) -> Iterator[object]:
         PYTHONUNBUFFERED="1",
     )
 
-    def start(*args: str) -> Chat:
+    def start(
+        *args: str,
+        colour: bool = False,
+        columns: int = 200,
+        extra_env: dict[str, str] | None = None,
+    ) -> Chat:
+        child_env = {**env, **(extra_env or {})}
+        if colour:
+            del child_env["NO_COLOR"]
         child = pexpect.spawn(
-            sys.executable,
-            ["-c", LAUNCH, "chat", "--emulator", *args],
+            STREAMCORE,
+            ["chat", "--emulator", *args],
             cwd=str(tmp_path),  # not the repo root: ./streamcore must not shadow the package
-            env=env,
+            env=child_env,
             encoding="utf-8",
-            dimensions=(40, 120),
+            dimensions=(40, columns),
             timeout=10,
         )
+        child.logfile_read = io.StringIO()  # everything the terminal received
         children.append(child)
         return Chat(child)
 
     yield start
     for child in children:
+        # Shown by pytest only when the test failed: what the terminal got.
+        print(f"--- {child.args!r} wrote:\n{child.logfile_read.getvalue()[-4000:]!r}")
         if child.isalive():
             child.terminate(force=True)
         child.close()
@@ -226,3 +239,331 @@ def test_a_killed_chat_resumes_its_session_with_the_partial_answer(
     assert [turn.role for turn in turns] == ["user", "assistant"]
     partial = turns[1].message.content
     assert turns[1].interrupted and partial and ANSWER.startswith(partial)
+
+
+def test_retry_replaces_an_interrupted_answer_with_a_whole_one(
+    spawn,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    chat = spawn("--emulator-fault", "pace=0.03; fail_first=1")
+    chat.ready()
+    chat.send(PROMPT)
+    chat.tokens_at_least(8)
+    chat.child.sendintr()
+    chat.expect(r"answer interrupted: cancelled")
+    chat.ready()
+    chat.send("/retry")
+    chat.expect(r"first token [^\r\n]*1 attempt")
+    assert chat.save(tmp_path / "retried.md") == transcript(ANSWER)
+
+
+def test_retry_with_nothing_sent_yet_says_so(spawn) -> None:  # type: ignore[no-untyped-def]
+    chat = spawn()
+    chat.ready()
+    chat.send("/retry")
+    chat.expect("nothing to retry yet: send a message first")
+    chat.ready()
+
+
+def test_continue_completes_a_length_stopped_answer_losslessly(
+    spawn,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    chat = spawn("--max-tokens", "120")
+    chat.ready()
+    chat.send(PROMPT)
+    chat.expect(r"\[answer interrupted: stopped at the max-tokens limit\]")
+    for _ in range(10):  # each /continue adds at most 120 tokens
+        chat.ready()
+        chat.send("/continue")
+        stats = chat.expect(r"first token [^\r\n]*\r\n").group(0)
+        if "length limit" not in stats:
+            break
+    assert "resumed at char" in stats
+    assert chat.save(tmp_path / "whole.md") == transcript(ANSWER)
+
+
+def test_system_sets_shows_and_removes_the_system_prompt(
+    spawn,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    chat = spawn()
+    chat.ready()
+    chat.send("/system Answer in French.")
+    chat.expect("System prompt set.")
+    chat.ready()
+    chat.send("/system")
+    chat.expect("System prompt: Answer in French.")
+    assert chat.save(tmp_path / "with.md") == (
+        "# Chat with streamcore-emulator (openai)\n\n## System\n\nAnswer in French.\n"
+    )
+    chat.ready()
+    chat.send("/system -")
+    chat.expect("System prompt removed.")
+    assert "## System" not in chat.save(tmp_path / "without.md")
+
+
+def test_model_switches_the_model_for_the_chat_and_its_session(
+    spawn,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    chat = spawn("--session", "models", "--max-tokens", "10")
+    chat.ready()
+    chat.send("/model gpt-4o")
+    chat.expect(r"Model: gpt-4o · tokens: counted with \w+")
+    chat.ready()
+    chat.send("/model")
+    chat.expect(r"Model: gpt-4o \(openai wire format on the built-in emulator\)")
+    chat.ready()
+    chat.send(PROMPT)
+    chat.expect("first token")
+    assert chat.save(tmp_path / "t.md").startswith("# Chat with gpt-4o (openai)\n")
+    with SessionStore.open(tmp_path / "data" / "sessions.db") as store:
+        assert store.info("models").model == "gpt-4o"
+
+
+def test_stats_totals_the_answers_of_the_chat(spawn) -> None:  # type: ignore[no-untyped-def]
+    chat = spawn("--max-tokens", "20")
+    chat.ready()
+    chat.send("/stats")
+    chat.expect("No answers yet.")
+    for prompt in (PROMPT, "What is NDJSON?"):
+        chat.ready()
+        chat.send(prompt)
+        chat.expect("first token")
+    chat.ready()
+    chat.send("/stats")
+    chat.expect(r"Context: \d+ tokens of history, \d+ available for the prompt")
+    chat.expect(r"Answers: 2 \(2 cut short\) · attempts: 2 · tokens in: \d+ · tokens out: 40")
+    chat.expect(r"First token: mean \d+ ms, best \d+ ms")
+    chat.expect(r"Last answer: first token ")
+
+
+def test_history_lists_each_message_on_one_line(spawn) -> None:  # type: ignore[no-untyped-def]
+    chat = spawn()
+    chat.ready()
+    chat.send("/history")
+    chat.expect("No messages yet.")
+    chat.ready()
+    chat.send(PROMPT)
+    chat.expect("first token")
+    chat.ready()
+    chat.send("/history")
+    chat.expect(rf"  1\. user      {PROMPT}\r\n")
+    line = chat.expect(r"  2\. assistant ([^\r\n]*)\r\n")
+    assert cell_len(line.group(0).rstrip()) <= 200
+    shown = line.group(1).removesuffix("…")
+    assert " ".join(ANSWER.split()).startswith(shown)
+
+
+def test_clear_forgets_the_messages_but_keeps_the_system_prompt(
+    spawn,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    chat = spawn("--system", "Be brief.", "--max-tokens", "10")
+    chat.ready()
+    chat.send(PROMPT)
+    chat.expect("first token")
+    chat.ready()
+    chat.send("/clear")
+    chat.expect("Conversation cleared.")
+    chat.ready()
+    chat.send("/history")
+    chat.expect("No messages yet.")
+    assert chat.save(tmp_path / "cleared.md") == (
+        "# Chat with streamcore-emulator (openai)\n\n## System\n\nBe brief.\n"
+    )
+
+
+def test_save_to_a_missing_folder_says_so_and_the_chat_goes_on(
+    spawn,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    chat = spawn()
+    chat.ready()
+    chat.send("/save missing/chat.md")  # relative to the chat's folder, tmp_path
+    chat.expect(r"could not save to missing/chat\.md: No such file or directory")
+    chat.ready()
+    chat.send("/save")
+    chat.expect(r"/save needs FILE: /save FILE")
+    chat.ready()
+
+
+def test_help_lists_every_command(spawn) -> None:  # type: ignore[no-untyped-def]
+    chat = spawn()
+    chat.ready()
+    chat.send("/help")
+    for name in COMMANDS:
+        chat.expect(rf"\n  /{name}\b[^\r\n]*  {re.escape(COMMANDS[name].help)}")
+    chat.ready()
+
+
+def test_an_unknown_command_lists_the_known_ones(spawn) -> None:  # type: ignore[no-untyped-def]
+    chat = spawn()
+    chat.ready()
+    chat.send("/undo")
+    chat.expect(r"unknown command /undo; commands: /retry /continue")
+    chat.ready()
+
+
+def test_ctrl_d_at_the_prompt_exits_0(spawn) -> None:  # type: ignore[no-untyped-def]
+    chat = spawn()
+    chat.ready()
+    chat.child.sendeof()
+    chat.child.expect(pexpect.EOF)
+    chat.child.close()
+    assert chat.child.exitstatus == 0
+
+
+def test_ctrl_c_at_the_prompt_exits_0(spawn) -> None:  # type: ignore[no-untyped-def]
+    chat = spawn("--max-tokens", "10")
+    chat.ready()
+    chat.send(PROMPT)  # after an answer, so the prompt thread has run before
+    chat.expect("first token")
+    chat.ready()
+    chat.child.sendintr()
+    chat.child.expect(pexpect.EOF)
+    chat.child.close()
+    assert chat.child.exitstatus == 0
+    assert "Traceback" not in chat.output
+
+
+def test_ctrl_c_during_a_one_shot_answer_exits_130(spawn) -> None:  # type: ignore[no-untyped-def]
+    chat = spawn("--emulator-fault", "pace=0.03", "-m", PROMPT)
+    chat.tokens_at_least(5)
+    chat.child.sendintr()
+    chat.expect(r"\[answer interrupted: cancelled \(Ctrl-C\)\]")
+    chat.child.expect(pexpect.EOF)
+    chat.child.close()
+    assert chat.child.exitstatus == 130
+
+
+# ---------------------------------------------------------------------------
+# What the terminal shows, replayed on a small terminal model
+
+# Every escape sequence a terminal would take as one: CSI, OSC, charset selection.
+ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Z]")
+TOKEN = re.compile(
+    r"\x1b\[([0-?]*)[ -/]*([@-~])|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()].|.", re.S
+)
+
+
+class Screen:
+    """Just enough of a terminal to replay what the chat writes: text with deferred
+    autowrap at ``columns``, CR, LF, cursor up/down, erase in line/display. Colours
+    and modes are ignored; any other control sequence fails the test (garbage)."""
+
+    def __init__(self, columns: int) -> None:
+        self.columns = columns
+        self.rows: list[list[str]] = [[]]
+        self.row = self.col = 0
+        self.wrap_pending = False
+
+    def feed(self, data: str) -> None:
+        for token in TOKEN.finditer(data):
+            text = token.group(0)
+            if text.startswith("\x1b["):
+                self._csi(token.group(1), token.group(2))
+            elif text.startswith("\x1b"):
+                continue  # OSC, charset: no effect on the cells
+            elif text == "\r":
+                self.col, self.wrap_pending = 0, False
+            elif text == "\n":
+                self._down(1)
+            elif text in "\x07\x0e\x0f":
+                continue
+            else:
+                assert text.isprintable(), f"control character {text!r} on the screen"
+                self._put(text)
+
+    def _put(self, char: str) -> None:
+        width = cell_len(char)
+        if width == 0:  # a combining mark, a joiner: part of the cell before
+            line = self.rows[self.row]
+            if self.col > 0 and len(line) >= self.col:
+                line[self.col - 1 + self.wrap_pending] += char
+            return
+        if self.wrap_pending or self.col + width > self.columns:
+            self.col, self.wrap_pending = 0, False
+            self._down(1)
+        line = self.rows[self.row]
+        line.extend(" " * (self.col + width - len(line)))
+        line[self.col] = char
+        for extra in range(1, width):
+            line[self.col + extra] = ""  # the right half of a wide character
+        self.col += width
+        if self.col == self.columns:
+            self.col, self.wrap_pending = self.columns - 1, True
+
+    def _down(self, count: int) -> None:
+        self.row += count
+        self.wrap_pending = False
+        while len(self.rows) <= self.row:
+            self.rows.append([])
+
+    def _csi(self, params: str, final: str) -> None:
+        count = int(params) if params.isdigit() else 1
+        line = self.rows[self.row]
+        if final == "A":
+            self.row, self.wrap_pending = max(0, self.row - count), False
+        elif final == "B":
+            self._down(count)
+        elif final == "G":
+            self.col, self.wrap_pending = count - 1, False
+        elif final == "K":
+            if params == "2":
+                line.clear()
+            elif params in ("", "0"):
+                del line[self.col :]
+            else:
+                del line[: self.col + 1]
+                line[:0] = [" "] * (self.col + 1)
+        elif final == "J":
+            del line[self.col :]
+            del self.rows[self.row + 1 :]
+        elif final in "mhl":
+            pass  # colours and modes (cursor, synchronized update, bracketed paste)
+        else:
+            raise AssertionError(f"unexpected control sequence ESC[{params}{final}")
+
+    def text(self) -> str:
+        return "\n".join("".join(line).rstrip() for line in self.rows).rstrip("\n")
+
+
+def test_a_narrow_terminal_gets_whole_escape_codes_and_lines_that_fit(
+    spawn,  # type: ignore[no-untyped-def]
+) -> None:
+    chat = spawn("--emulator-fault", "pace=0.004", colour=True, columns=30)
+    chat.ready()
+    chat.send(PROMPT)
+    chat.expect(r"tok/s")
+    chat.ready()
+    written = chat.output
+    plain = ESCAPE.sub("", written)
+    assert "\x1b" not in plain, "a partial escape sequence reached the terminal"
+    for piece in re.split(r"[\r\n]", plain):
+        assert cell_len(piece) <= 30, f"a line wider than the terminal: {piece!r}"
+    screen = Screen(30)
+    screen.feed(written)
+    shown = " ".join(screen.text().split())
+    opener = ANSWER.split("\n\n")[1]
+    assert " ".join(opener.split()) in shown
+    assert "typing…" not in shown
+
+
+def test_the_typing_indicator_shows_while_streaming_and_is_gone_at_the_end(
+    spawn,  # type: ignore[no-untyped-def]
+) -> None:
+    chat = spawn("--emulator-fault", "pace=0.01", colour=True)
+    chat.ready()
+    chat.send(PROMPT)
+    chat.tokens_at_least(10)
+    chat.expect(r"first token [^\r\n]*tok/s")
+    chat.ready()
+    screen = Screen(120)
+    screen.feed(chat.output)
+    lines = screen.text().splitlines()
+    assert not any("typing…" in line or "waiting for the first token" in line for line in lines)
+    assert any(line.startswith("first token ") for line in lines)
+    # The answer is on the screen once, heading first.
+    assert sum(line.strip() == "SSE" for line in lines) == 1
