@@ -9,8 +9,10 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from streamcore import machine
 from streamcore._errors import LocalProtocolError
 from streamcore.events import Usage
+from streamcore.providers import anthropic
 from streamcore.recovery import (
     BACKGROUND,
     CONTINUE_INSTRUCTION,
@@ -186,7 +188,6 @@ def test_explicit_retryable_overrides_the_classification() -> None:
 
 
 def test_failure_kinds_cover_every_failed_machine_state() -> None:
-    machine = pytest.importorskip("streamcore.machine")
     ended = {s for s in machine.TERMINAL_STATES if s.value != "completed"}
     assert {FailureKind(s.value) for s in ended} == set(FailureKind)
 
@@ -369,7 +370,6 @@ def test_anthropic_resume_prefills_the_partial_answer_minus_trailing_whitespace(
 
 
 def test_anthropic_resume_request_goes_out_as_a_native_prefill() -> None:
-    anthropic = pytest.importorskip("streamcore.providers.anthropic")
     plan = plan_resume(_request("claude-sonnet-4-5", max_tokens=1024), PARTIAL, "anthropic")
     assert isinstance(plan, ContinueWithContext)
     body = json.loads(anthropic.build_request(plan.request, api_key="sk-ant-test").body)
