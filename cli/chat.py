@@ -621,8 +621,12 @@ class Chat:
 
     # -- sessions ---------------------------------------------------------
 
-    def open_session(self, name: str) -> None:
-        """Open (or create) session ``name`` and load its history."""
+    def open_session(self, name: str, *, recap: bool = True) -> None:
+        """Open (or create) session ``name`` and load its history.
+
+        ``recap`` shows the last exchange of a resumed session (interactive
+        chats); a one-shot answer's output is that answer only.
+        """
         store = SessionStore.open()
         self.store = store
         target = self.target
@@ -651,7 +655,8 @@ class Chat:
             f"Resumed session {name!r}: {count} message{'s' if count != 1 else ''}.",
             style="dim",
         )
-        self._show_last_exchange(recovered=saved.recovered)
+        if recap:
+            self._show_last_exchange(recovered=saved.recovered)
 
     def _settings(self) -> dict[str, object]:
         o = self.options
@@ -1523,7 +1528,7 @@ async def _main(chat: Chat, prompt: str | None) -> int:
         chat.http = await stack.enter_async_context(HTTPClient())
         _banner(chat, prompt is None)
         if chat.options.session is not None:
-            chat.open_session(chat.options.session)
+            chat.open_session(chat.options.session, recap=prompt is None)
         with trio.open_signal_receiver(signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(chat.watch_interrupts, signals)
