@@ -42,3 +42,16 @@ def test_the_core_example_decodes_a_real_stream_split_anywhere() -> None:
 def test_the_asyncio_snippet_is_the_tested_example() -> None:
     example = (ROOT / "examples" / "asyncio_20_lines.py").read_text(encoding="utf-8")
     assert _without_docstring(example) in BLOCKS
+
+
+def test_the_nginx_block_is_the_tested_config() -> None:
+    # tests/test_nginx.py runs a real nginx with docs/nginx.conf; the README shows that file.
+    (block,) = re.findall(r"```nginx\n(.*?)```", README, flags=re.DOTALL)
+    assert block == (ROOT / "docs" / "nginx.conf").read_text(encoding="utf-8")
+
+
+def test_every_picture_the_readme_shows_exists() -> None:
+    pictures = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", README)
+    assert pictures
+    for picture in pictures:
+        assert (ROOT / picture).is_file(), picture
