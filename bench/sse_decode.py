@@ -1,6 +1,7 @@
 """SSE decoding throughput: streamcore against the SSE decoders Python LLM clients ship.
 
-Run: ``.venv/bin/python bench/sse_decode.py [--repeats N] [--events N]``.
+Run: ``.venv/bin/python bench/sse_decode.py [--repeats N] [--events N] [--only PARTS]``
+(``--only openai`` times just the OpenAI corpus, e.g. while tuning the decoder).
 
 Every decoder gets the same chunk lists (see ``corpus.py``) and is driven the way
 its own library drives it:
@@ -98,6 +99,8 @@ TARGETS = {
 }
 Ratios = dict[tuple[str, str, str], tuple[float, str]]
 
+PARTS = ("openai", "anthropic", "linearity")
+
 PEERS: dict[str, Decoder] = {
     "openai": run_openai,
     "anthropic": run_anthropic,
@@ -180,13 +183,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeats", type=int, default=5, help="best of N runs (default 5)")
     parser.add_argument("--events", type=int, default=20_000, help="events per corpus")
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to run, of: {', '.join(PARTS)} (default: all)",
+    )
     args = parser.parse_args(argv)
+    parts = [part.strip() for part in args.only.split(",") if part.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part(s) for --only: {', '.join(unknown)}; choose from {PARTS}")
     print(f"Python {sys.version.split()[0]}, best of {args.repeats}")
-    ratios = bench_corpus("OpenAI", openai_chat_corpus(args.events), args.repeats, True)
-    ratios |= bench_corpus("Anthropic", anthropic_messages_corpus(args.events), args.repeats, False)
-    bench_linearity(args.repeats)
+    ratios: Ratios = {}
+    if "openai" in parts:
+        ratios |= bench_corpus("OpenAI", openai_chat_corpus(args.events), args.repeats, True)
+    if "anthropic" in parts:
+        body = anthropic_messages_corpus(args.events)
+        ratios |= bench_corpus("Anthropic", body, args.repeats, False)
+    if "linearity" in parts:
+        bench_linearity(args.repeats)
     print("\n== targets: streamcore speed relative to ==")
     for key, goal in TARGETS.items():
+        if key not in ratios:
+            continue
         ratio, against = ratios[key]
         verdict = "met" if ratio >= goal else "MISSED"
         print(f"{key[0]} {key[1]:<9} {against:<13} {ratio:5.2f}x  (target {goal}x) {verdict}")
