@@ -47,6 +47,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/framing_decode.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/tokens_bench.py
+	$(BIN)/python bench/transport_bench.py
+	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -99,6 +99,10 @@ __all__ = [
     "StreamResult",
 ]
 
+# One generator for every executor that is not given its own: jitter needs no
+# independent streams, and a Random's state weighs about 2.5 KB per stream.
+_SHARED_RNG = random.Random()
+
 
 # --------------------------------------------------------------------------- events
 
@@ -326,7 +330,7 @@ class RecoveryExecutor:
         self._request = request
         self._dialect = dialect
         self._policy = policy
-        self._rng = rng if rng is not None else random.Random()
+        self._rng = rng if rng is not None else _SHARED_RNG
         self._ledger = Attempts(max_records=policy.retry.max_attempts)
         self._plan = AttemptPlan(1, AttemptKind.INITIAL, 0.0, request)
         self._parts: list[str] = []  # the text delivered, by the attempts whose text counts

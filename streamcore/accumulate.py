@@ -208,12 +208,30 @@ class _ToolParts:
         return ToolCallResult(index, self.id, self.name, arguments, self.parsed, self.ended)
 
 
+# Deltas are a few characters each, and a str object costs about 50 bytes before its
+# text: a long answer held as one str per delta would weigh several times its text.
+# Every _COMPACT deltas the newest _COMPACT pieces become one (each character is copied
+# once more, so the work stays linear and a piece list grows by one per _COMPACT deltas).
+_COMPACT = 64
+
+
 class _ChoiceParts:
-    __slots__ = ("finish", "reasoning", "refusal", "signatures", "text", "tools")
+    __slots__ = (
+        "finish",
+        "loose_reasoning",
+        "loose_text",
+        "reasoning",
+        "refusal",
+        "signatures",
+        "text",
+        "tools",
+    )
 
     def __init__(self) -> None:
         self.text: list[str] = []
+        self.loose_text = 0  # pieces appended to text since it was last compacted
         self.reasoning: list[str] = []
+        self.loose_reasoning = 0
         self.signatures: list[str] = []
         self.refusal: list[str] = []
         self.tools: dict[int, _ToolParts] = {}
@@ -381,13 +399,24 @@ class Accumulator:
 
     def _on_text(self, event: TextDelta) -> None:
         if event.text:
-            self._choice(event.choice, len(event.text)).text.append(event.text)
+            choice = self._choice(event.choice, len(event.text))
+            parts = choice.text
+            parts.append(event.text)
+            choice.loose_text += 1
+            if choice.loose_text >= _COMPACT:
+                parts[-_COMPACT:] = ["".join(parts[-_COMPACT:])]
+                choice.loose_text = 0
 
     def _on_reasoning(self, event: ReasoningDelta) -> None:
         if event.text or event.signature:
             choice = self._choice(event.choice, len(event.text) + len(event.signature))
             if event.text:
-                choice.reasoning.append(event.text)
+                parts = choice.reasoning
+                parts.append(event.text)
+                choice.loose_reasoning += 1
+                if choice.loose_reasoning >= _COMPACT:
+                    parts[-_COMPACT:] = ["".join(parts[-_COMPACT:])]
+                    choice.loose_reasoning = 0
             if event.signature:
                 choice.signatures.append(event.signature)
 

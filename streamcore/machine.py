@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import enum
 import math
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -409,7 +410,8 @@ class _Gaps:
         self.count = 0
         self.total = 0.0
         self.max = 0.0
-        self.samples: list[float] = []
+        # array('d'): 8 bytes a sample where a list of floats holds 32 (a float object each).
+        self.samples = array("d")
         self.seen = 0
         self.stride = 1
 

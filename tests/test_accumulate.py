@@ -357,3 +357,19 @@ def test_any_interleaving_of_tool_fragments_keeps_each_call_arguments(
     for index in range(3):
         expected = "".join(t for i, t in fragments if i == index)
         assert arguments.get(index, "") == expected
+
+
+def test_a_long_answer_of_small_deltas_reads_the_same_at_every_point() -> None:
+    # Thousands of 1-3 character deltas (held compactly, in joined runs) with the
+    # message read in between, as a UI reading the text so far does.
+    deltas = [("Ünïcødé 語 🎉 text"[i % 17 : i % 17 + 1 + i % 3]) for i in range(5000)]
+    acc = Accumulator()
+    so_far = ""
+    for i, piece in enumerate(deltas):
+        acc.add(TextDelta(piece))
+        acc.add(ReasoningDelta(piece))
+        so_far += piece
+        if i % 97 == 0:
+            assert acc.message().text == so_far
+    message = acc.message()
+    assert message.text == message.reasoning == "".join(deltas)
