@@ -4,6 +4,14 @@ Loopback by default; binding anything else needs a bearer token::
 
     streamcore serve --port 8000
     STREAMCORE_SERVE_TOKEN=s3cret streamcore serve --host 0.0.0.0
+
+Several processes behind a load balancer share their streams through Redis::
+
+    streamcore serve --port 8001 --store redis://127.0.0.1:6379/0
+    streamcore serve --port 8002 --store redis://127.0.0.1:6379/0
+
+The first line printed is ``streamcore serve: http://HOST:PORT ...`` (with the port
+actually bound, useful with ``--port 0``).
 """
 
 from __future__ import annotations
@@ -97,6 +105,30 @@ def add_parser(
         help=f"new streams a client may open at once (default: {defaults.burst})",
     )
     parser.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="where streams' events and leases live: redis://HOST:PORT/DB shares them between"
+        " several serve processes (a reconnect to any of them resumes; a dead owner's streams"
+        " are taken over); default: this process's memory",
+    )
+    parser.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=defaults.lease_ttl,
+        help="seconds a process's claim on a stream lasts unrenewed: how soon another process"
+        f" takes over the streams of one that died (default: {defaults.lease_ttl:g})",
+    )
+    parser.add_argument(
+        "--node", default=None, help="this process's name in leases (default: random)"
+    )
+    parser.add_argument(
+        "--emulator-faults",
+        default=None,
+        metavar="SPEC",
+        help="faults for the built-in emulator, as in `streamcore mock` (e.g. pace=0.02)",
+    )
+    parser.add_argument(
         "--max-body-bytes",
         type=int,
         default=defaults.max_body_bytes,
@@ -121,12 +153,17 @@ def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> ServeCo
         burst=args.burst,
         max_body_bytes=args.max_body_bytes,
         model=args.model,
+        store=args.store,
+        lease_ttl=args.lease_ttl,
+        node=args.node,
     )
 
 
-async def _serve_until_signal(config: ServeConfig, provider: Provider | None) -> None:
+async def _serve_until_signal(
+    config: ServeConfig, provider: Provider | None, faults: str | None = None
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_server(config, provider=provider) as server:
+        async with open_server(config, provider=provider, emulator_faults=faults) as server:
             _announce(server, provider)
             async for _ in signals:
                 return
@@ -134,7 +171,12 @@ async def _serve_until_signal(config: ServeConfig, provider: Provider | None) ->
 
 def _announce(server: Server, provider: Provider | None) -> None:
     upstream = "the built-in emulator" if provider is None else repr(provider)
-    print(f"streamcore serve: {server.base_url} relaying to {upstream}", flush=True)
+    store = "memory" if not server.store.shared else repr(server.store)
+    print(
+        f"streamcore serve: {server.base_url} relaying to {upstream} (store: {store},"
+        f" node {server.node})",
+        flush=True,
+    )
     print("  POST /v1/streams  ·  GET /v1/streams/<id>/events (SSE)  ·  /ws (WebSocket)")
     print("Press Ctrl-C to stop.", flush=True)
 
@@ -152,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
             environ=environ,
         )
         provider = None if target.emulator else provider_for(target, environ, None)
-        trio.run(_serve_until_signal, config, provider)
+        trio.run(_serve_until_signal, config, provider, args.emulator_faults)
     except LocalProtocolError as exc:
         print(f"streamcore serve: {exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,6 @@ through until the stall is over.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,16 +22,12 @@ import pytest
 import trio
 import wsproto
 import wsproto.events as ws
+from _nginx import DOCS_CONF, find_nginx, running_nginx, running_nginx_site
 
 from streamcore.adapters.client import Provider
 from streamcore.adapters.emulator import Emulator, answer_for, answer_tokens, open_emulator
 from streamcore.adapters.serve import ServeConfig, Server, open_server
 from streamcore.sse import SSEComment, SSEDecoder, SSEEvent
-
-_TESTS = str(Path(__file__).resolve().parent)
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)  # tests/ itself (never the repo root), for the shared helpers
-from _nginx import DOCS_CONF, find_nginx, running_nginx, running_nginx_site  # noqa: E402
 
 # Checked here too: a skip raised inside the trio nurseries loses its reason.
 pytestmark = pytest.mark.skipif(

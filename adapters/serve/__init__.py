@@ -4,6 +4,9 @@
   in tests and in the ``streamcore serve`` command.
 * :class:`ReplayBuffer` -- a stream's numbered events, bounded, for resumption.
 * :class:`RateLimiter` -- a token bucket per client address.
+* :class:`StreamStore` -- where streams' events and leases live: :class:`MemoryStore`
+  (the default) or ``RedisStore`` (``ServeConfig(store="redis://...")``, needs coredis),
+  opened with :func:`open_store`.
 """
 
 from __future__ import annotations
@@ -18,16 +21,26 @@ from streamcore.adapters.serve.server import (
     open_server,
     record_for,
 )
+from streamcore.adapters.serve.store import (
+    MemoryStore,
+    StoreUnavailable,
+    StreamStore,
+    open_store,
+)
 
 __all__ = [
     "STATIC_DIR",
+    "MemoryStore",
     "Phase",
     "RateLimiter",
     "Record",
     "ReplayBuffer",
     "ServeConfig",
     "Server",
+    "StoreUnavailable",
+    "StreamStore",
     "is_loopback",
     "open_server",
+    "open_store",
     "record_for",
 ]

@@ -26,6 +26,27 @@ subscriber left when ``resume=False``), and sleeps until ``expires_at`` or a
 subscriber arrives. At the deadline it cancels the upstream request (which
 closes its connection, so the provider stops generating) and drops the relay;
 its id is remembered (bounded) so a late resume gets 410 rather than 404.
+
+The store (``store.py``) holds every stream's log, request and lease: this
+process's memory by default, Redis with ``store="redis://..."`` so that several
+processes behind a load balancer share them. The owner's ``_publish`` task moves
+the records its upstream appended into the store, a batch per call, and only
+then raises ``committed``: subscribers never see a record the store does not
+hold, so a browser that reconnects to any process with ``Last-Event-ID`` finds
+exactly what it saw, followed by what it missed. ``_publish`` also renews the
+lease. If the store fails, the relay is *degraded*: one ``degraded`` record,
+then it serves from memory only.
+
+A ``GET`` for a stream this process does not hold opens a *mirror* relay from
+the shared store (``_open_mirror``): the records so far, then ``_mirror`` follows
+the log with blocking reads and marks the stream watched, so the owner keeps it.
+When the owner's lease lapses (it died) and the log has no ``end``, the first
+mirror to acquire the lease takes over (``_take_over``): it rebuilds the partial
+text from the stored ``text_delta`` records, asks the provider to continue
+(:func:`~streamcore.recovery.plan_resume`), joins the continuation with the
+:class:`~streamcore.recovery.Stitcher`, and appends ``takeover``, ``stitched``,
+the de-overlapped deltas and ``end`` after the last stored id. The store refuses
+a record id written twice, so two writers can never both extend one log.
 """
 
 from __future__ import annotations
@@ -36,6 +57,7 @@ import ipaddress
 import json
 import math
 import mimetypes
+import re
 import secrets
 import urllib.parse
 from collections import OrderedDict
@@ -51,13 +73,15 @@ import wsproto
 import wsproto.events as ws
 
 from streamcore._errors import LocalProtocolError, StreamcoreError
-from streamcore.adapters.client import Provider, open_stream
+from streamcore.adapters.client import ADAPTERS, Provider, open_stream
 from streamcore.adapters.emulator import open_emulator
 from streamcore.adapters.http import HTTPClient
 from streamcore.adapters.recover import Interrupted, Resuming, Retrying, Stitched
 from streamcore.adapters.serve.limits import RateLimiter
 from streamcore.adapters.serve.replay import Record, ReplayBuffer
-from streamcore.events import KeepAlive, event_to_dict
+from streamcore.adapters.serve.store import END, StoreUnavailable, StreamStore, open_store
+from streamcore.events import KeepAlive, StreamStarted, TextDelta, event_to_dict
+from streamcore.recovery import ContinueWithContext, plan_resume
 from streamcore.request import ChatRequest, Message
 from streamcore.sse import encode_comment, encode_event
 
@@ -82,6 +106,13 @@ class ServeConfig:
     subscriber leaves; with ``resume`` (the default) a stream waits
     ``replay_lifetime`` for somebody to come back. ``rate`` / ``burst`` limit
     stream creation per client address; ``max_streams`` caps relays alive at once.
+
+    ``store`` names where streams' events and leases live: ``None`` (this
+    process's memory) or ``redis://HOST:PORT/DB`` to share them between several
+    processes (scale-out, see ``store.py``). ``lease_ttl`` is how long an owner's
+    lease on a stream's upstream lasts unrenewed (a dead owner's streams are taken
+    over after about that long); ``store_timeout`` bounds every store call;
+    ``node`` names this process in leases (default: random).
     """
 
     host: str = "127.0.0.1"
@@ -103,6 +134,10 @@ class ServeConfig:
     ws_hello_timeout: float = 0.5
     model: str | None = None
     default_max_tokens: int | None = None
+    store: str | None = field(default=None, repr=False)
+    lease_ttl: float = 5.0
+    store_timeout: float = 2.0
+    node: str | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -187,6 +222,69 @@ def _head_size(head: h11.Request) -> int:
     return len(head.target) + sum(len(k) + len(v) + 4 for k, v in head.headers)
 
 
+_MAX_BATCH = 512
+"""Records stored by one store call at most."""
+_STREAM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What a stream id looks like (``secrets.token_urlsafe``); anything else is never looked up."""
+
+
+def _request_json(request: ChatRequest) -> str:
+    """The request as stored, for a process that takes the stream over."""
+    doc: dict[str, object] = {
+        "model": request.model,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+    }
+    if request.max_tokens is not None:
+        doc["max_tokens"] = request.max_tokens
+    return _dumps(doc)
+
+
+def _request_from_json(text: str) -> ChatRequest | None:
+    try:
+        doc = json.loads(text)
+        messages = tuple(Message(m["role"], m["content"]) for m in doc["messages"])
+        return ChatRequest(model=doc["model"], messages=messages, max_tokens=doc.get("max_tokens"))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _delta(text: str) -> tuple[str, dict[str, object]]:
+    return "text_delta", {"type": "text_delta", "text": text, "choice": 0}
+
+
+def _mirror_into(buffer: ReplayBuffer, records: list[Record]) -> None:
+    """Append records read from the store; their ids must be the buffer's next ones."""
+    for r in records:
+        if buffer.closed:
+            return
+        mine = buffer.close(r.type, r.data) if r.type == END else buffer.append(r.type, r.data)
+        if mine.id != r.id:
+            raise LocalProtocolError(
+                f"stored record {r.id} arrived where record {mine.id} was expected",
+                kind="id_conflict",
+            )
+
+
+def _partial_text(buffer: ReplayBuffer) -> str | None:
+    """The answer text (choice 0) the stored records add up to; ``None`` if the first
+    records are no longer held."""
+    if buffer.first_id != 1:
+        return None
+    parts: list[str] = []
+    size = 0
+    for r in buffer.since(0):
+        if r.type == "text_delta":
+            doc = json.loads(r.data)
+            if doc.get("choice", 0) == 0:
+                parts.append(doc["text"])
+                size += len(doc["text"])
+        elif r.type == "retrying":
+            drop = int(json.loads(r.data).get("discarded_chars", 0))
+            text = "".join(parts)
+            parts, size = [text[: max(0, size - drop)]], max(0, size - drop)
+    return "".join(parts)
+
+
 class _HTTPError(Exception):
     """Internal: answer the request with a JSON error (never a traceback)."""
 
@@ -201,16 +299,29 @@ class _HTTPError(Exception):
 
 
 class _Relay:
-    """One relayed stream: its buffer, its subscribers, and a wake-up for both."""
+    """One relayed stream: its buffer, its subscribers, and a wake-up for both.
 
-    def __init__(self, stream_id: str, request: ChatRequest, buffer: ReplayBuffer) -> None:
+    ``committed`` is the newest id subscribers may see: one the store holds
+    (so a reconnect to any process finds it), or, once ``degraded``, one this
+    process holds. ``owned``: this process runs the upstream; otherwise the relay
+    mirrors a stream another process owns, and ``lost`` says the store lost it.
+    """
+
+    def __init__(
+        self, stream_id: str, request: ChatRequest, buffer: ReplayBuffer, *, owned: bool = True
+    ) -> None:
         self.id = stream_id
         self.request = request
         self.buffer = buffer
+        self.owned = owned
         self.subscribers = 0
         self.ever_watched = False
         self.text_chars = 0
+        self.committed = 0
+        self.degraded = False
+        self.lost = False
         self.changed = trio.Event()
+        self.appended = trio.Event()
 
     def notify(self) -> None:
         self.changed.set()
@@ -218,11 +329,28 @@ class _Relay:
 
     def push(self, type: str, payload: dict[str, object], *, last: bool = False) -> None:
         data = _dumps(payload)
-        if last:
-            self.buffer.close(type, data)
-        else:
-            self.buffer.append(type, data)
+        record = self.buffer.close(type, data) if last else self.buffer.append(type, data)
+        if self.degraded:
+            self.committed = record.id
+            self.notify()
+        else:  # the publisher stores it, then shows it to subscribers
+            self.appended.set()
+            self.appended = trio.Event()
+
+    def commit(self, last_id: int) -> None:
+        self.committed = last_id
         self.notify()
+
+    def visible(self, cursor: int) -> list[Record]:
+        """The records after ``cursor`` subscribers may see (raises as ``since`` does)."""
+        records = self.buffer.since(cursor)
+        keep = self.committed - cursor
+        if keep < len(records):
+            del records[max(0, keep) :]
+        return records
+
+    def finished(self, cursor: int) -> bool:
+        return self.lost or (self.buffer.closed and cursor == self.buffer.last_id)
 
 
 class _Request:
@@ -249,9 +377,13 @@ class Server:
     ``relays`` maps live stream ids to their relays (for tests and stats).
     """
 
-    def __init__(self, config: ServeConfig, provider: Provider, http: HTTPClient) -> None:
+    def __init__(
+        self, config: ServeConfig, provider: Provider, http: HTTPClient, store: StreamStore
+    ) -> None:
         self.config = config
         self.provider = provider
+        self.store = store
+        self.node = config.node or f"relay-{secrets.token_hex(4)}"
         self._http = http
         self._limiter = RateLimiter(rate=config.rate, burst=config.burst)
         self.relays: dict[str, _Relay] = {}
@@ -513,6 +645,11 @@ class Server:
             raise _HTTPError(400, "invalid_request", "'max_tokens' must be a positive integer")
         return ChatRequest(model=model, messages=tuple(out), max_tokens=max_tokens)
 
+    def _new_buffer(self) -> ReplayBuffer:
+        return ReplayBuffer(
+            max_events=self.config.replay_max_events, max_bytes=self.config.replay_max_bytes
+        )
+
     async def _create(self, stream: trio.SocketStream, conn: h11.Connection, req: _Request) -> None:
         length = req.header("content-length")
         if length is not None and length.isdigit() and int(length) > self.config.max_body_bytes:
@@ -535,28 +672,34 @@ class Server:
                 (("retry-after", "1"),),
             )
         stream_id = secrets.token_urlsafe(12)
-        relay = _Relay(
-            stream_id,
-            request,
-            ReplayBuffer(
-                max_events=self.config.replay_max_events, max_bytes=self.config.replay_max_bytes
-            ),
-        )
+        try:
+            await self.store.create(
+                stream_id, _request_json(request), owner=self.node, ttl=self.config.lease_ttl
+            )
+        except StoreUnavailable as exc:
+            raise _HTTPError(
+                503,
+                "store_unavailable",
+                f"cannot open a stream: the stream store is unavailable ({exc}); retry later",
+                (("retry-after", "1"),),
+            ) from None
+        relay = _Relay(stream_id, request, self._new_buffer())
         self.relays[stream_id] = relay
         assert self._nursery is not None
-        self._nursery.start_soon(self._supervise, relay)
+        self._nursery.start_soon(self._supervise, relay, self._run_owned)
         base = f"/v1/streams/{stream_id}"
         payload = {"id": stream_id, "events": base + "/events", "ws": base + "/ws"}
         await self._send_json(stream, conn, 201, payload, (("location", base),))
 
     # ------------------------------------------------------------------ upstream
 
-    async def _supervise(self, relay: _Relay) -> None:
-        """Run the upstream request until it ends or nobody watched for the grace period."""
+    async def _supervise(self, relay: _Relay, work: Callable[[_Relay], Awaitable[None]]) -> None:
+        """Run ``work`` (the upstream, or a mirror of a stream another process owns)
+        until it ends or nobody watched for the grace period."""
         buffer = relay.buffer
         buffer.idle(trio.current_time(), self.config.replay_lifetime)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._upstream, relay)
+            nursery.start_soon(self._guarded, work, relay)
             while True:
                 if relay.subscribers:
                     buffer.watched()
@@ -572,13 +715,46 @@ class Server:
                 with trio.move_on_at(deadline):
                     await relay.changed.wait()
                     continue
+                if relay.owned and not buffer.closed and await self._watched_elsewhere(relay):
+                    # Subscribers on other processes follow it: look again in a while.
+                    buffer.idle(trio.current_time(), self.config.lease_ttl)
+                    continue
                 break  # nobody came back in time
             nursery.cancel_scope.cancel()
         buffer.expire()
-        del self.relays[relay.id]
-        self._gone[relay.id] = None
-        if len(self._gone) > _MAX_TOMBSTONES:
-            self._gone.popitem(last=False)
+        if self.relays.get(relay.id) is relay:
+            del self.relays[relay.id]
+        if relay.owned:
+            # An abandoned stream is gone for every process (nobody may take it over); an
+            # ended one stays in a shared store for its TTL, for resumes elsewhere.
+            if not buffer.closed or not self.store.shared:
+                with trio.move_on_after(self.config.store_timeout) as scope:
+                    scope.shield = True
+                    with suppress(StoreUnavailable):
+                        await self.store.expire(relay.id, 0)
+            self._gone[relay.id] = None
+            if len(self._gone) > _MAX_TOMBSTONES:
+                self._gone.popitem(last=False)
+
+    async def _guarded(self, work: Callable[[_Relay], Awaitable[None]], relay: _Relay) -> None:
+        try:
+            await work(relay)
+        except Exception:  # a bug must cost one stream, never the server: end its subscribers
+            relay.lost = True
+            relay.notify()
+
+    async def _watched_elsewhere(self, relay: _Relay) -> bool:
+        if not self.store.shared:
+            return False
+        try:
+            return await self.store.watched(relay.id)
+        except StoreUnavailable:
+            return False
+
+    async def _run_owned(self, relay: _Relay) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._publish, relay)
+            await self._upstream(relay)
 
     async def _upstream(self, relay: _Relay) -> None:
         state = "error"
@@ -601,6 +777,224 @@ class Server:
             payload["error"] = error
         relay.push("end", payload, last=True)
 
+    async def _publish(self, relay: _Relay) -> None:
+        """Store the relay's new records (every batch in one call), then let subscribers
+        see them; renew the lease meanwhile. Returns once the end record is stored."""
+        store, config = self.store, self.config
+        key_ttl = max(config.replay_lifetime, config.lease_ttl * 10)
+        renew_every = config.lease_ttl / 3
+        renew_at = trio.current_time() + renew_every
+        cursor = relay.committed
+        while True:
+            buffer = relay.buffer
+            if not relay.degraded and buffer.last_id > cursor:
+                try:
+                    batch = buffer.since(cursor)[:_MAX_BATCH]
+                    await store.append(relay.id, batch, ttl=key_ttl)
+                except (StoreUnavailable, LocalProtocolError) as exc:
+                    self._degrade(relay, exc)
+                else:
+                    cursor = batch[-1].id
+                    relay.commit(cursor)
+                continue
+            if buffer.closed and (relay.degraded or cursor == buffer.last_id):
+                break
+            if trio.current_time() >= renew_at:
+                renew_at = trio.current_time() + renew_every
+                await self._renew(relay)
+                continue
+            with trio.move_on_at(renew_at):
+                await relay.appended.wait()
+        if relay.degraded:
+            return
+        with trio.move_on_after(config.store_timeout), suppress(StoreUnavailable):
+            # Late resumes on any process may replay it for the replay lifetime.
+            await store.expire(relay.id, config.replay_lifetime + config.lease_ttl)
+            await store.release(relay.id, self.node)
+
+    async def _renew(self, relay: _Relay) -> None:
+        try:
+            kept = await self.store.renew(relay.id, self.node, ttl=self.config.lease_ttl)
+        except StoreUnavailable as exc:
+            self._degrade(relay, exc)
+            return
+        if not kept and not relay.degraded:
+            lost = LocalProtocolError(
+                "this process lost its lease on the stream (it paused longer than lease_ttl)",
+                kind="lease_lost",
+            )
+            self._degrade(relay, lost)
+
+    def _degrade(self, relay: _Relay, exc: StreamcoreError) -> None:
+        """Keep serving ``relay`` from memory only, and say so once."""
+        if relay.degraded:
+            return
+        relay.degraded = True
+        relay.commit(relay.buffer.last_id)
+        if not relay.buffer.closed:
+            relay.push(
+                "degraded",
+                {
+                    "type": "degraded",
+                    "reason": exc.kind,
+                    "message": "the stream store is unavailable: this connection keeps "
+                    "streaming, but resuming it through another server may fail",
+                },
+            )
+
+    # ------------------------------------------------------------------ other processes' streams
+
+    async def _open_mirror(self, stream_id: str) -> _Relay | None:
+        """A relay following ``stream_id`` from the shared store (``None``: unknown there)."""
+        if not self.store.shared or not _STREAM_ID.fullmatch(stream_id):
+            return None
+        try:
+            request_json = await self.store.request_of(stream_id)
+            request = _request_from_json(request_json) if request_json else None
+            if request is None:
+                return None
+            buffer = self._new_buffer()
+            while not buffer.closed:
+                records = await self.store.read(stream_id, buffer.last_id)
+                if not records:
+                    break
+                _mirror_into(buffer, records)
+        except StoreUnavailable as exc:
+            raise _HTTPError(
+                503,
+                "store_unavailable",
+                f"the stream store is unavailable ({exc}); retry later",
+                (("retry-after", "1"),),
+            ) from None
+        except LocalProtocolError as exc:
+            raise _HTTPError(410, "replay_expired", str(exc)) from None
+        existing = self.relays.get(stream_id)
+        if existing is not None and not existing.lost:
+            return existing  # another request opened it while this one read the store
+        relay = _Relay(stream_id, request, buffer, owned=False)
+        relay.committed = buffer.last_id
+        self.relays[stream_id] = relay
+        assert self._nursery is not None
+        self._nursery.start_soon(self._supervise, relay, self._mirror)
+        return relay
+
+    async def _mirror(self, relay: _Relay) -> None:
+        """Follow a stream another process owns; take it over when its lease lapses."""
+        store, config = self.store, self.config
+        poll = config.lease_ttl / 2
+        mark_at = 0.0
+        failures = 0
+        while not relay.buffer.closed:
+            try:
+                if relay.subscribers and trio.current_time() >= mark_at:
+                    await store.mark_watched(relay.id, ttl=config.lease_ttl * 2)
+                    mark_at = trio.current_time() + poll
+                records = await store.wait(relay.id, relay.buffer.last_id, timeout=poll)
+                failures = 0
+                if records:
+                    _mirror_into(relay.buffer, records)
+                    relay.commit(relay.buffer.last_id)
+                    continue
+                if await store.owner_of(relay.id) is None:
+                    if await store.request_of(relay.id) is None:
+                        break  # the store lost it (expired, or restarted empty)
+                    if await store.acquire(relay.id, self.node, ttl=config.lease_ttl):
+                        await self._take_over(relay)
+                        return
+            except StoreUnavailable:
+                failures += 1  # the store is down: keep the subscribers, try again
+                await trio.sleep(min(poll, 0.05 * failures))
+            except LocalProtocolError:
+                break  # trimmed past what we hold: this mirror cannot go on
+        if not relay.buffer.closed:
+            relay.lost = True
+            relay.notify()
+
+    async def _take_over(self, relay: _Relay) -> None:
+        """This process won the lapsed lease: finish the answer from the text stored so far."""
+        with suppress(StoreUnavailable):  # what the old owner stored after our last read
+            _mirror_into(relay.buffer, await self.store.read(relay.id, relay.buffer.last_id))
+        relay.commit(relay.buffer.last_id)
+        relay.owned = True
+        if relay.buffer.closed:  # the old owner finished after all
+            with suppress(StoreUnavailable):
+                await self.store.release(relay.id, self.node)
+            return
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._publish, relay)
+            await self._continue(relay)
+
+    async def _continue(self, relay: _Relay) -> None:
+        """Resume the answer with context (the partial text), stitched at the seam."""
+        state = "error"
+        error: dict[str, str] | None = None
+        chars = 0
+        try:
+            partial = _partial_text(relay.buffer)
+            if partial is None:
+                raise LocalProtocolError(
+                    "cannot take the stream over: its first events are no longer stored "
+                    "(replay_max_events); start a new stream",
+                    kind="takeover_impossible",
+                )
+            chars = len(partial)
+            dialect = ADAPTERS[self.provider.dialect].resume_dialect
+            plan = plan_resume(relay.request, partial, dialect)
+            if not isinstance(plan, ContinueWithContext):
+                raise LocalProtocolError(
+                    f"cannot take over a {dialect} stream by replay", kind="takeover_impossible"
+                )
+            relay.push(
+                "takeover",
+                {
+                    "type": "takeover",
+                    "node": self.node,
+                    "partial_chars": len(partial),
+                    "mode": "prefill" if plan.prefill else "continue",
+                },
+            )
+            stitcher = plan.stitcher()
+            shift = len(plan.partial_text) - len(partial)
+            seam_sent = False
+
+            def show(text: str) -> None:
+                nonlocal seam_sent, chars
+                seam = stitcher.seam
+                if seam is not None and not seam_sent:
+                    seam_sent = True
+                    relay.push(
+                        "stitched",
+                        {
+                            "type": "stitched",
+                            "attempt": 0,
+                            "offset": seam.offset - shift,
+                            "overlap": seam.overlap,
+                        },
+                    )
+                if text:
+                    chars += len(text)
+                    relay.push(*_delta(text))
+
+            async with open_stream(self.provider, plan.request, http=self._http) as upstream:
+                async for event in upstream:
+                    if isinstance(event, TextDelta) and event.choice == 0:
+                        show(stitcher.feed(event.text))
+                    elif not isinstance(event, StreamStarted):
+                        item = record_for(event)
+                        if item is not None:
+                            relay.push(*item)
+            show("" if stitcher.decided else stitcher.end())
+            state = upstream.result().state.value
+        except StreamcoreError as exc:
+            error = {"type": exc.kind, "message": str(exc)}
+        except Exception as exc:  # a relay must end with `end`, whatever broke
+            error = {"type": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+        relay.text_chars = chars
+        payload: dict[str, object] = {"state": state, "text_chars": chars}
+        if error is not None:
+            payload["error"] = error
+        relay.push("end", payload, last=True)
+
     # ------------------------------------------------------------------ subscribers
 
     def _cursor(self, req: _Request, header: str | None) -> int:
@@ -613,16 +1007,19 @@ class Server:
             )
         return int(raw)
 
-    def _lookup(self, stream_id: str, cursor: int) -> tuple[_Relay, list[Record]]:
+    async def _lookup(self, stream_id: str, cursor: int) -> tuple[_Relay, list[Record]]:
         relay = self.relays.get(stream_id)
-        if relay is None:
-            if stream_id in self._gone:
+        if relay is None or relay.lost:
+            # A shared store may still hold a stream this process dropped (it ended here)
+            relay = await self._open_mirror(stream_id)
+            if relay is None and stream_id in self._gone:
                 raise _HTTPError(
                     410, "stream_expired", "this stream ended and its replay buffer expired"
                 )
-            raise _HTTPError(404, "unknown_stream", f"no stream with id {stream_id[:40]!r}")
+            if relay is None:
+                raise _HTTPError(404, "unknown_stream", f"no stream with id {stream_id[:40]!r}")
         try:
-            return relay, relay.buffer.since(cursor)
+            return relay, relay.visible(cursor)
         except LocalProtocolError as exc:
             status = 410 if exc.kind == "replay_expired" else 400
             raise _HTTPError(status, exc.kind, str(exc)) from None
@@ -645,19 +1042,17 @@ class Server:
                 if records:
                     await send(records)
                     cursor = records[-1].id
-                    if relay.buffer.closed and cursor == relay.buffer.last_id:
-                        return
-                elif relay.buffer.closed and cursor == relay.buffer.last_id:
+                if relay.finished(cursor):
                     return
                 # Wait only if nothing came while we were sending: `changed` is a fresh
                 # event per change, so one set during `send` would never wake us.
-                if relay.buffer.last_id == cursor and not relay.buffer.closed:
+                if relay.committed == cursor:
                     with trio.move_on_after(self.config.keepalive) as idle:
                         await relay.changed.wait()
                     if idle.cancelled_caught:
                         await ping()
                 try:
-                    records = relay.buffer.since(cursor)
+                    records = relay.visible(cursor)
                 except LocalProtocolError:
                     # This subscriber fell behind the buffer's bound: its next events are
                     # gone. End its response; a reconnect gets 410 and starts over.
@@ -683,7 +1078,7 @@ class Server:
         self, stream: trio.SocketStream, conn: h11.Connection, req: _Request, stream_id: str
     ) -> None:
         cursor = self._cursor(req, req.header("last-event-id"))
-        relay, first = self._lookup(stream_id, cursor)
+        relay, first = await self._lookup(stream_id, cursor)
         head = h11.Response(
             status_code=200,
             reason=b"OK",
@@ -835,7 +1230,7 @@ class _WebSocket:
         if "last_event_id" not in req.query:
             with trio.move_on_after(server.config.ws_hello_timeout):
                 cursor = self._hello(await self._inbox.receive())
-        relay, first = server._lookup(stream_id, cursor)
+        relay, first = await server._lookup(stream_id, cursor)
 
         async def send(records: list[Record]) -> None:
             wire = b"".join(self._wsc.send(ws.TextMessage(data=_ws_text(r))) for r in records)
@@ -908,7 +1303,18 @@ async def open_server(
 async def _serve(
     config: ServeConfig, provider: Provider, http: HTTPClient
 ) -> AsyncIterator[Server]:
-    server = Server(config, provider, http)
+    async with (
+        open_store(
+            config.store, max_events=config.replay_max_events, timeout=config.store_timeout
+        ) as store,
+        _listen(Server(config, provider, http, store)) as server,
+    ):
+        yield server
+
+
+@asynccontextmanager
+async def _listen(server: Server) -> AsyncIterator[Server]:
+    config = server.config
     listeners = await trio.open_tcp_listeners(config.port, host=config.host)
     sockname = listeners[0].socket.getsockname()
     server.host, server.port = sockname[0], sockname[1]
