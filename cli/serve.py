@@ -93,6 +93,20 @@ def add_parser(
         help=f"streams open at once (default: {defaults.max_streams})",
     )
     parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help=f"client connections open at once (default: {defaults.max_connections})",
+    )
+    parser.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="address of a proxy in front of the server (repeatable): requests from it count"
+        " against the client its X-Forwarded-For names (rate limits); ignored from anyone else",
+    )
+    parser.add_argument(
         "--rate",
         type=float,
         default=defaults.rate,
@@ -149,6 +163,8 @@ def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> ServeCo
         replay_lifetime=args.replay_lifetime,
         resume=not args.no_resume,
         max_streams=args.max_streams,
+        max_connections=args.max_connections,
+        trusted_proxies=tuple(args.trusted_proxy),
         rate=args.rate,
         burst=args.burst,
         max_body_bytes=args.max_body_bytes,

@@ -85,7 +85,7 @@ from streamcore.recovery import ContinueWithContext, plan_resume
 from streamcore.request import ChatRequest, Message
 from streamcore.sse import encode_comment, encode_event
 
-__all__ = ["ServeConfig", "Server", "open_server", "record_for"]
+__all__ = ["ServeConfig", "Server", "client_address", "open_server", "record_for"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 """The demo page's files (written by another part of the project; may be absent)."""
@@ -113,6 +113,11 @@ class ServeConfig:
     lease on a stream's upstream lasts unrenewed (a dead owner's streams are taken
     over after about that long); ``store_timeout`` bounds every store call;
     ``node`` names this process in leases (default: random).
+
+    ``trusted_proxies``: addresses of proxies in front of the server (nginx). A
+    request from one of them is counted (rate limits, errors) against the client
+    named by its ``X-Forwarded-For``: the rightmost address there that is not itself
+    a trusted proxy. From anyone else the header is ignored, so it cannot be forged.
     """
 
     host: str = "127.0.0.1"
@@ -134,6 +139,7 @@ class ServeConfig:
     ws_hello_timeout: float = 0.5
     model: str | None = None
     default_max_tokens: int | None = None
+    trusted_proxies: tuple[str, ...] = ()
     store: str | None = field(default=None, repr=False)
     lease_ttl: float = 5.0
     store_timeout: float = 2.0
@@ -216,6 +222,27 @@ def _ws_text(record: Record) -> str:
         return f'{{"id":{record.id},{data[1:]}'
     rest = "}" if data == "{}" else "," + data[1:]
     return f'{{"id":{record.id},"type":{json.dumps(record.type)}{rest}'
+
+
+def client_address(peer: str, forwarded_for: list[str], trusted: tuple[str, ...]) -> str:
+    """The client a request counts against: ``peer``, or behind trusted proxies, who they name.
+
+    ``forwarded_for`` holds the request's ``X-Forwarded-For`` values in order; each
+    proxy appends the address it received the request from. Walking from the right,
+    every hop that is a trusted proxy is skipped; the first that is not is the client.
+
+    >>> client_address("10.0.0.2", ["203.0.113.7, 10.0.0.9"], ("10.0.0.2", "10.0.0.9"))
+    '203.0.113.7'
+    >>> client_address("198.51.100.4", ["203.0.113.7"], ("10.0.0.2",))  # not a proxy: ignored
+    '198.51.100.4'
+    """
+    if peer not in trusted:
+        return peer
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
+    for hop in reversed(hops):
+        if hop and hop not in trusted:
+            return hop[:64]
+    return peer
 
 
 def _head_size(head: h11.Request) -> int:
@@ -420,6 +447,11 @@ class Server:
                     raise h11.RemoteProtocolError("head too large", error_status_hint=431)
                 if self._connections > self.config.max_connections:
                     raise _HTTPError(503, "overloaded", "too many connections; retry later")
+                if self.config.trusted_proxies and client in self.config.trusted_proxies:
+                    forwarded = [
+                        v.decode("latin-1") for k, v in head.headers if k == b"x-forwarded-for"
+                    ]
+                    client = client_address(client, forwarded, self.config.trusted_proxies)
                 await self._route(stream, conn, _Request(head, client))
             except _HTTPError as exc:
                 await self._send_error(stream, conn, exc)
