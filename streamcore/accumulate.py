@@ -215,6 +215,16 @@ class _ToolParts:
 _COMPACT = 64
 
 
+def _append(parts: list[str], text: str, loose: int) -> int:
+    """Append ``text`` to ``parts``, which has ``loose`` pieces since it was last compacted;
+    join the newest ``_COMPACT`` into one when there are that many. Returns the new count."""
+    parts.append(text)
+    if loose + 1 < _COMPACT:
+        return loose + 1
+    parts[-_COMPACT:] = ["".join(parts[-_COMPACT:])]
+    return 0
+
+
 class _ChoiceParts:
     __slots__ = (
         "finish",
@@ -400,23 +410,15 @@ class Accumulator:
     def _on_text(self, event: TextDelta) -> None:
         if event.text:
             choice = self._choice(event.choice, len(event.text))
-            parts = choice.text
-            parts.append(event.text)
-            choice.loose_text += 1
-            if choice.loose_text >= _COMPACT:
-                parts[-_COMPACT:] = ["".join(parts[-_COMPACT:])]
-                choice.loose_text = 0
+            choice.loose_text = _append(choice.text, event.text, choice.loose_text)
 
     def _on_reasoning(self, event: ReasoningDelta) -> None:
         if event.text or event.signature:
             choice = self._choice(event.choice, len(event.text) + len(event.signature))
             if event.text:
-                parts = choice.reasoning
-                parts.append(event.text)
-                choice.loose_reasoning += 1
-                if choice.loose_reasoning >= _COMPACT:
-                    parts[-_COMPACT:] = ["".join(parts[-_COMPACT:])]
-                    choice.loose_reasoning = 0
+                choice.loose_reasoning = _append(
+                    choice.reasoning, event.text, choice.loose_reasoning
+                )
             if event.signature:
                 choice.signatures.append(event.signature)
 
