@@ -621,6 +621,12 @@ class Chat:
 
     # -- sessions ---------------------------------------------------------
 
+    def close_session(self) -> None:
+        """Close the session store (its database connection), if one is open."""
+        store, self.store = self.store, None
+        if store is not None:
+            store.close()
+
     def open_session(self, name: str, *, recap: bool = True) -> None:
         """Open (or create) session ``name`` and load its history.
 
@@ -1528,6 +1534,7 @@ async def _main(chat: Chat, prompt: str | None) -> int:
         chat.http = await stack.enter_async_context(HTTPClient())
         _banner(chat, prompt is None)
         if chat.options.session is not None:
+            stack.callback(chat.close_session)
             chat.open_session(chat.options.session, recap=prompt is None)
         with trio.open_signal_receiver(signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:

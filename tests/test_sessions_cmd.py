@@ -8,7 +8,9 @@ in a temporary data directory. A session is built the way a user builds one:
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,23 @@ def test_summarize_replaces_dropped_turns_with_a_saved_summary(
     summary = json.loads(exported)["summary"]
     assert summary["covering"] == 2 and summary["text"].strip()
     assert len(json.loads(exported)["messages"]) == 6  # nothing is deleted from the record
+
+
+def test_a_finished_chat_leaves_no_session_database_open(
+    capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    # With the collector off, only an explicit close releases the SQLite files (the
+    # database, its WAL and shared memory): a chat embedded in a long-lived process
+    # must not leak them per run.
+    gc.disable()
+    try:
+        turn(capsys, FIRST)
+        fds = os.listdir("/proc/self/fd")
+        held = [
+            os.readlink(f"/proc/self/fd/{fd}")
+            for fd in fds
+            if os.path.exists(f"/proc/self/fd/{fd}")
+        ]
+    finally:
+        gc.enable()
+    assert not [path for path in held if path.startswith(str(data_dir))]
