@@ -792,7 +792,9 @@ class Server:
         state = "error"
         error: dict[str, str] | None = None
         try:
-            async with open_stream(self.provider, relay.request, http=self._http) as upstream:
+            async with open_stream(
+                self.provider, relay.request, http=self._http, count_tokens=False
+            ) as upstream:
                 async for event in upstream:
                     item = record_for(event)
                     if item is not None:
@@ -1007,7 +1009,9 @@ class Server:
                     chars += len(text)
                     relay.push(*_delta(text))
 
-            async with open_stream(self.provider, plan.request, http=self._http) as upstream:
+            async with open_stream(
+                self.provider, plan.request, http=self._http, count_tokens=False
+            ) as upstream:
                 async for event in upstream:
                     if isinstance(event, TextDelta) and event.choice == 0:
                         show(stitcher.feed(event.text))
