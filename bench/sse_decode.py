@@ -12,7 +12,10 @@ its own library drives it:
   ``SSELineDecoder.decode`` and ``SSEDecoder.decode`` per line (as ``EventSource.iter_sse``);
 * sseclient-py: ``SSEClient(chunks).events()``;
 * reference: ``body.split(b"\\n\\n")`` on the whole body and ``.decode()`` of
-  each event's data -- a floor that no incremental decoder can beat by much.
+  each event's data -- a floor that no incremental decoder can beat by much;
+* floor: an incremental decoder that does only what none can skip (buffer,
+  decode, split, one SSEEvent per event) and none of the standard's checks --
+  what streamcore would take with checks that cost nothing.
 
 Each decoder's events are collected into a list; the time is the best of
 ``--repeats`` runs. Also measured: that a 1 MiB line costs linear time however
@@ -90,6 +93,26 @@ def run_reference(body: bytes) -> list[object]:
     return [block[6:].decode() for block in body.split(b"\n\n") if block]
 
 
+def run_floor(chunks: list[bytes]) -> list[object]:
+    """The least an incremental decoder returning SSEEvents can do: no checks, no state.
+
+    Correct only for ``data:``-only events with LF endings (the OpenAI corpus);
+    it tells how much of streamcore's time is its checks.
+    """
+    buf = bytearray()
+    out: list[object] = []
+    append = out.append
+    new = tuple.__new__
+    for chunk in chunks:
+        buf += chunk
+        end = buf.rfind(b"\n\n") + 2
+        if end > 2:
+            for text in buf[6 : end - 2].decode("utf-8", "replace").split("\n\ndata: "):
+                append(new(SSEEvent, (text, "message", "")))
+            del buf[:end]
+    return out
+
+
 # (corpus, chunking, "peer" or "reference") -> the speed streamcore must reach,
 # relative to the fastest peer or to the reference.
 TARGETS = {
@@ -144,6 +167,7 @@ def bench_corpus(name: str, body: bytes, repeats: int, reference: bool) -> Ratio
                 print(f"{chunking}: {label} gives different events ({len(got)}); not timed")
         if reference:
             fns["reference"] = lambda b=body: run_reference(b)
+            fns["floor"] = lambda c=chunks: run_floor(c)
         seconds = best_times(fns, repeats)
         print(f"\n{'chunking':<10} {'decoder':<13} {'MB/s':>8} {'events/s':>11} {'seconds':>8}")
         for label, secs in seconds.items():
@@ -160,6 +184,9 @@ def bench_corpus(name: str, body: bytes, repeats: int, reference: bool) -> Ratio
             ref_ratio = seconds["reference"] / seconds["streamcore"]
             ratios[name, chunking, "reference"] = (ref_ratio, "reference")
             line += f"; streamcore / reference: {ref_ratio:.2f}x"
+            vs_peer = peers[fastest] / seconds["floor"]
+            vs_ref = seconds["reference"] / seconds["floor"]
+            line += f"\n   (floor, no checks: {vs_peer:.2f}x the peer, {vs_ref:.2f}x the reference)"
         print(line)
     return ratios
 
