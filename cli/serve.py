@@ -34,6 +34,8 @@ __all__ = ["TOKEN_ENV", "add_parser", "run"]
 
 TOKEN_ENV = "STREAMCORE_SERVE_TOKEN"
 """The environment variable holding the bearer token (rather than --token on a command line)."""
+STORE_ENV = "STREAMCORE_STORE"
+"""The environment variable holding the store URL, for one with a password (rather than --store)."""
 
 
 def add_parser(
@@ -124,7 +126,8 @@ def add_parser(
         metavar="URL",
         help="where streams' events and leases live: redis://HOST:PORT/DB shares them between"
         " several serve processes (a reconnect to any of them resumes; a dead owner's streams"
-        " are taken over); default: this process's memory",
+        " are taken over); default: this process's memory. A URL with a password belongs in"
+        f" ${STORE_ENV}, not here: a command line is visible to every user in `ps`",
     )
     parser.add_argument(
         "--lease-ttl",
@@ -152,8 +155,12 @@ def add_parser(
 
 
 def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> ServeConfig:
-    """The server's configuration from parsed flags and the environment (for the token)."""
+    """The server's configuration from parsed flags and the environment (token, store URL).
+
+    A flag wins over its environment variable.
+    """
     token = args.token if args.token is not None else (environ.get(TOKEN_ENV) or None)
+    store = args.store if args.store is not None else (environ.get(STORE_ENV) or None)
     return dataclasses.replace(
         ServeConfig(),
         host=args.host,
@@ -169,7 +176,7 @@ def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> ServeCo
         burst=args.burst,
         max_body_bytes=args.max_body_bytes,
         model=args.model,
-        store=args.store,
+        store=store,
         lease_ttl=args.lease_ttl,
         node=args.node,
     )

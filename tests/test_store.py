@@ -255,6 +255,19 @@ def test_store_url_never_appears_in_the_config_repr() -> None:
     assert "hunter2" not in repr(config)
 
 
+def test_cli_takes_the_store_url_from_the_environment() -> None:
+    parser = argparse.ArgumentParser()
+    serve_cmd.add_parser(parser.add_subparsers(dest="command"))
+    url = "redis://:hunter2@10.0.0.5:6379/0"
+    config = serve_cmd.config_from(parser.parse_args(["serve"]), {serve_cmd.STORE_ENV: url})
+    assert config.store == url
+    flag = parser.parse_args(["serve", "--store", "redis://127.0.0.1:6379/1"])
+    assert (
+        serve_cmd.config_from(flag, {serve_cmd.STORE_ENV: url}).store == "redis://127.0.0.1:6379/1"
+    )
+    assert serve_cmd.config_from(parser.parse_args(["serve"]), {}).store is None
+
+
 def test_cli_passes_store_and_lease_to_the_config() -> None:
     parser = argparse.ArgumentParser()
     serve_cmd.add_parser(parser.add_subparsers(dest="command"))
