@@ -34,8 +34,11 @@ the records its upstream appended into the store, a batch per call, and only
 then raises ``committed``: subscribers never see a record the store does not
 hold, so a browser that reconnects to any process with ``Last-Event-ID`` finds
 exactly what it saw, followed by what it missed. ``_publish`` also renews the
-lease. If the store fails, the relay is *degraded*: one ``degraded`` record,
-then it serves from memory only.
+lease. With the default memory store no other process reads the log, so a
+*local* relay skips that hop: a record is visible as soon as it is pushed, the
+buffer is the only copy, and ``_publish`` wakes only to renew and release.
+If the store fails, the relay is *degraded*: one ``degraded`` record, then it
+serves from memory only.
 
 A ``GET`` for a stream this process does not hold opens a *mirror* relay from
 the shared store (``_open_mirror``): the records so far, then ``_mirror`` follows
@@ -326,21 +329,34 @@ class _HTTPError(Exception):
 
 
 class _Relay:
-    """One relayed stream: its buffer, its subscribers, and a wake-up for both.
+    """One relayed stream: its buffer, its subscribers, and their wake-ups.
+
+    ``changed`` fires on every new visible record and subscriber change (for
+    subscribers); ``watchers_changed`` only when the subscriber count changes
+    (for the supervisor, which must not wake per record); ``appended`` on every
+    record pushed (for the publisher).
 
     ``committed`` is the newest id subscribers may see: one the store holds
-    (so a reconnect to any process finds it), or, once ``degraded``, one this
+    (so a reconnect to any process finds it), or, once ``degraded`` or when
+    ``local`` (the store is this process's own: nobody else reads it), one this
     process holds. ``owned``: this process runs the upstream; otherwise the relay
     mirrors a stream another process owns, and ``lost`` says the store lost it.
     """
 
     def __init__(
-        self, stream_id: str, request: ChatRequest, buffer: ReplayBuffer, *, owned: bool = True
+        self,
+        stream_id: str,
+        request: ChatRequest,
+        buffer: ReplayBuffer,
+        *,
+        owned: bool = True,
+        local: bool = False,
     ) -> None:
         self.id = stream_id
         self.request = request
         self.buffer = buffer
         self.owned = owned
+        self.local = local
         self.subscribers = 0
         self.ever_watched = False
         self.text_chars = 0
@@ -349,20 +365,34 @@ class _Relay:
         self.lost = False
         self.changed = trio.Event()
         self.appended = trio.Event()
+        self.watchers_changed = trio.Event()
 
     def notify(self) -> None:
         self.changed.set()
         self.changed = trio.Event()
 
+    def add_subscriber(self, delta: int) -> None:
+        """Count a subscriber in (+1) or out (-1), and wake whoever waits on either event."""
+        self.subscribers += delta
+        if delta > 0:
+            self.ever_watched = True
+        self.watchers_changed.set()
+        self.watchers_changed = trio.Event()
+        self.notify()
+
     def push(self, type: str, payload: dict[str, object], *, last: bool = False) -> None:
         data = _dumps(payload)
         record = self.buffer.close(type, data) if last else self.buffer.append(type, data)
-        if self.degraded:
+        if self.degraded or self.local:
+            # Shown at once: no store to reach first. That saves the publisher a
+            # wake-up per record; it only wakes for the end, to release the lease.
             self.committed = record.id
             self.notify()
-        else:  # the publisher stores it, then shows it to subscribers
-            self.appended.set()
-            self.appended = trio.Event()
+            if not last:
+                return
+        # The publisher stores it, then shows it to subscribers.
+        self.appended.set()
+        self.appended = trio.Event()
 
     def commit(self, last_id: int) -> None:
         self.committed = last_id
@@ -715,7 +745,7 @@ class Server:
                 f"cannot open a stream: the stream store is unavailable ({exc}); retry later",
                 (("retry-after", "1"),),
             ) from None
-        relay = _Relay(stream_id, request, self._new_buffer())
+        relay = _Relay(stream_id, request, self._new_buffer(), local=not self.store.shared)
         self.relays[stream_id] = relay
         assert self._nursery is not None
         self._nursery.start_soon(self._supervise, relay, self._run_owned)
@@ -733,9 +763,10 @@ class Server:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._guarded, work, relay)
             while True:
+                # Only a change in the subscriber count matters here (not every record).
                 if relay.subscribers:
                     buffer.watched()
-                    await relay.changed.wait()
+                    await relay.watchers_changed.wait()
                     continue
                 deadline = buffer.expires_at
                 if deadline is None:
@@ -745,7 +776,7 @@ class Server:
                     buffer.idle(trio.current_time(), grace)
                     deadline = trio.current_time() + grace
                 with trio.move_on_at(deadline):
-                    await relay.changed.wait()
+                    await relay.watchers_changed.wait()
                     continue
                 if relay.owned and not buffer.closed and await self._watched_elsewhere(relay):
                     # Subscribers on other processes follow it: look again in a while.
@@ -821,6 +852,8 @@ class Server:
         cursor = relay.committed
         while True:
             buffer = relay.buffer
+            if relay.local:
+                cursor = relay.committed  # nothing to store: see _Relay.push
             if not relay.degraded and buffer.last_id > cursor:
                 try:
                     batch = buffer.since(cursor)[:_MAX_BATCH]
@@ -1069,9 +1102,7 @@ class Server:
         ping: Callable[[], Awaitable[None]],
     ) -> None:
         """Send ``first``, then every new record, pinging when idle; returns after ``end``."""
-        relay.subscribers += 1
-        relay.ever_watched = True
-        relay.notify()
+        relay.add_subscriber(+1)
         try:
             records = first
             while True:
@@ -1094,8 +1125,7 @@ class Server:
                     # gone. End its response; a reconnect gets 410 and starts over.
                     return
         finally:
-            relay.subscribers -= 1
-            relay.notify()
+            relay.add_subscriber(-1)
 
     async def _watch_peer(self, stream: trio.SocketStream, scope: trio.CancelScope) -> None:
         """Cancel ``scope`` when the client closes its end (EOF or reset)."""
