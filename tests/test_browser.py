@@ -518,9 +518,11 @@ async def test_new_text_scrolls_into_view_only_for_a_reader_at_the_bottom(
     await tab.open(_url(cable))
     await tab.ask(PROMPT)
 
-    # The reader is at the bottom: the page follows the text down.
+    # The reader is at the bottom: the page follows the text down, and the notice
+    # that the first response broke off (it ends after 60 events) is in view too.
     await _fulfil_one(tab, paused, _sse(events[:60], retry_ms=50))
     await tab.until("window.__streamcore.answer().renderedText.includes('line 60,')")
+    await tab.until("document.querySelector('.msg.assistant .notice').textContent !== ''")
     assert await tab.evaluate(_GAP_TO_BOTTOM) <= 24
     assert await tab.evaluate("document.getElementById('log').scrollTop") > 500
 

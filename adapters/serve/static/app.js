@@ -270,7 +270,10 @@
     }
 
     showNotice(text) {
+      // A notice grows the log like text does: a reader at the bottom must see it.
+      const follow = isAtBottom();
       this.notice.textContent = text;
+      if (follow) log.scrollTop = log.scrollHeight;
     }
 
     finish(state) {
