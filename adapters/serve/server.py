@@ -327,6 +327,16 @@ class _HTTPError(Exception):
         self.message = message
         self.headers = headers
 
+    @classmethod
+    def store_unavailable(cls, exc: StoreUnavailable, doing: str) -> _HTTPError:
+        """503 with ``retry-after``: the store is down (``doing`` says what failed)."""
+        return cls(
+            503,
+            "store_unavailable",
+            f"{doing}: the stream store is unavailable ({exc}); retry later",
+            (("retry-after", "1"),),
+        )
+
 
 class _Relay:
     """One relayed stream: its buffer, its subscribers, and their wake-ups.
@@ -408,6 +418,23 @@ class _Relay:
 
     def finished(self, cursor: int) -> bool:
         return self.lost or (self.buffer.closed and cursor == self.buffer.last_id)
+
+
+async def _run_to_end(relay: _Relay, answer: Callable[[], Awaitable[str]]) -> None:
+    """Run ``answer`` (it pushes the records and returns the final state), then push the
+    one ``end`` record, whatever broke: an error becomes ``state: error`` with its reason."""
+    state = "error"
+    error: dict[str, str] | None = None
+    try:
+        state = await answer()
+    except StreamcoreError as exc:
+        error = {"type": exc.kind, "message": str(exc)}
+    except Exception as exc:  # a relay must end with `end`, whatever broke
+        error = {"type": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+    payload: dict[str, object] = {"state": state, "text_chars": relay.text_chars}
+    if error is not None:
+        payload["error"] = error
+    relay.push("end", payload, last=True)
 
 
 class _Request:
@@ -739,12 +766,7 @@ class Server:
                 stream_id, _request_json(request), owner=self.node, ttl=self.config.lease_ttl
             )
         except StoreUnavailable as exc:
-            raise _HTTPError(
-                503,
-                "store_unavailable",
-                f"cannot open a stream: the stream store is unavailable ({exc}); retry later",
-                (("retry-after", "1"),),
-            ) from None
+            raise _HTTPError.store_unavailable(exc, "cannot open a stream") from None
         relay = _Relay(stream_id, request, self._new_buffer(), local=not self.store.shared)
         self.relays[stream_id] = relay
         assert self._nursery is not None
@@ -820,9 +842,7 @@ class Server:
             await self._upstream(relay)
 
     async def _upstream(self, relay: _Relay) -> None:
-        state = "error"
-        error: dict[str, str] | None = None
-        try:
+        async def relay_answer() -> str:
             async with open_stream(
                 self.provider, relay.request, http=self._http, count_tokens=False
             ) as upstream:
@@ -831,16 +851,10 @@ class Server:
                     if item is not None:
                         relay.push(*item)
             result = upstream.result()
-            state = result.state.value
             relay.text_chars = len(result.text)
-        except StreamcoreError as exc:
-            error = {"type": exc.kind, "message": str(exc)}
-        except Exception as exc:  # a relay must end with `end`, whatever broke
-            error = {"type": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
-        payload: dict[str, object] = {"state": state, "text_chars": relay.text_chars}
-        if error is not None:
-            payload["error"] = error
-        relay.push("end", payload, last=True)
+            return result.state.value
+
+        await _run_to_end(relay, relay_answer)
 
     async def _publish(self, relay: _Relay) -> None:
         """Store the relay's new records (every batch in one call), then let subscribers
@@ -927,12 +941,7 @@ class Server:
                     break
                 _mirror_into(buffer, records)
         except StoreUnavailable as exc:
-            raise _HTTPError(
-                503,
-                "store_unavailable",
-                f"the stream store is unavailable ({exc}); retry later",
-                (("retry-after", "1"),),
-            ) from None
+            raise _HTTPError.store_unavailable(exc, "cannot read the stream") from None
         except LocalProtocolError as exc:
             raise _HTTPError(410, "replay_expired", str(exc)) from None
         existing = self.relays.get(stream_id)
@@ -993,10 +1002,9 @@ class Server:
 
     async def _continue(self, relay: _Relay) -> None:
         """Resume the answer with context (the partial text), stitched at the seam."""
-        state = "error"
-        error: dict[str, str] | None = None
-        chars = 0
-        try:
+        relay.text_chars = 0
+
+        async def continue_answer() -> str:
             partial = _partial_text(relay.buffer)
             if partial is None:
                 raise LocalProtocolError(
@@ -1004,7 +1012,7 @@ class Server:
                     "(replay_max_events); start a new stream",
                     kind="takeover_impossible",
                 )
-            chars = len(partial)
+            relay.text_chars = len(partial)
             dialect = ADAPTERS[self.provider.dialect].resume_dialect
             plan = plan_resume(relay.request, partial, dialect)
             if not isinstance(plan, ContinueWithContext):
@@ -1025,7 +1033,7 @@ class Server:
             seam_sent = False
 
             def show(text: str) -> None:
-                nonlocal seam_sent, chars
+                nonlocal seam_sent
                 seam = stitcher.seam
                 if seam is not None and not seam_sent:
                     seam_sent = True
@@ -1039,7 +1047,7 @@ class Server:
                         },
                     )
                 if text:
-                    chars += len(text)
+                    relay.text_chars += len(text)
                     relay.push(*_delta(text))
 
             async with open_stream(
@@ -1053,16 +1061,9 @@ class Server:
                         if item is not None:
                             relay.push(*item)
             show("" if stitcher.decided else stitcher.end())
-            state = upstream.result().state.value
-        except StreamcoreError as exc:
-            error = {"type": exc.kind, "message": str(exc)}
-        except Exception as exc:  # a relay must end with `end`, whatever broke
-            error = {"type": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
-        relay.text_chars = chars
-        payload: dict[str, object] = {"state": state, "text_chars": chars}
-        if error is not None:
-            payload["error"] = error
-        relay.push("end", payload, last=True)
+            return upstream.result().state.value
+
+        await _run_to_end(relay, continue_answer)
 
     # ------------------------------------------------------------------ subscribers
 
