@@ -66,6 +66,10 @@ from streamcore.adapters.emulator import answer_for, answer_tokens, open_emulato
 from streamcore.adapters.serve import ServeConfig, open_server
 from streamcore.sse import SSEDecoder, SSEEvent
 
+# The raw HTTP/1.1 client the relay tests use (tests/_http.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from _http import body_chunks, read_head, request_bytes
+
 MODEL = "streamcore-emulator"
 SAMPLE_EVERY = 0.05
 """Seconds between two readings of the server's resident set."""
@@ -237,39 +241,15 @@ async def _open(
     """Send one request on a new connection; the stream, its h11 state and the status."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     conn = h11.Connection(h11.CLIENT)
-    headers = [("host", f"127.0.0.1:{port}")]
-    if body is not None:
-        headers += [("content-type", "application/json"), ("content-length", str(len(body)))]
     method = "GET" if body is None else "POST"
-    data = conn.send(h11.Request(method=method, target=target, headers=headers)) or b""
-    if body is not None:
-        data += (conn.send(h11.Data(data=body)) or b"") + (conn.send(h11.EndOfMessage()) or b"")
-    await stream.send_all(data)
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await stream.receive_some(65536))
-        elif isinstance(event, h11.Response):
-            return stream, conn, event.status_code
-        else:
-            raise RuntimeError(f"expected a response head, got {event!r}")
-
-
-async def _body(stream: trio.SocketStream, conn: h11.Connection) -> AsyncIterator[bytes]:
-    """The response body, one socket read at a time."""
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await stream.receive_some(65536))
-        elif isinstance(event, h11.Data):
-            yield bytes(event.data)
-        else:
-            return
+    host = (("host", f"127.0.0.1:{port}"),)
+    await stream.send_all(request_bytes(conn, method, target, body, host))
+    return stream, conn, (await read_head(stream, conn)).status_code
 
 
 async def _events(stream: trio.SocketStream, conn: h11.Connection) -> AsyncIterator[SSEEvent]:
     decoder = SSEDecoder()
-    async for chunk in _body(stream, conn):
+    async for chunk in body_chunks(stream, conn):
         for item in decoder.feed(chunk):
             if isinstance(item, SSEEvent):
                 yield item
@@ -279,7 +259,7 @@ async def _create(port: int, chat: dict[str, object]) -> str:
     """POST /v1/streams; the new stream's id."""
     stream, conn, status = await _open(port, "/v1/streams", json.dumps(chat).encode())
     async with stream:
-        reply = b"".join([chunk async for chunk in _body(stream, conn)])
+        reply = b"".join([chunk async for chunk in body_chunks(stream, conn)])
     if status != 201:
         raise RuntimeError(f"POST /v1/streams answered {status}: {reply[:200]!r}")
     return str(json.loads(reply)["id"])

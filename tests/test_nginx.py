@@ -17,17 +17,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import h11
 import pytest
 import trio
 import wsproto
 import wsproto.events as ws
+from _http import Headers, request
+from _http import open_sse as _open_sse
 from _nginx import DOCS_CONF, find_nginx, running_nginx, running_nginx_site
 
 from streamcore.adapters.client import Provider
 from streamcore.adapters.emulator import Emulator, answer_for, answer_tokens, open_emulator
 from streamcore.adapters.serve import ServeConfig, Server, open_server
-from streamcore.sse import SSEComment, SSEDecoder, SSEEvent
+from streamcore.sse import SSEEvent
 
 # Checked here too: a skip raised inside the trio nurseries loses its reason.
 pytestmark = pytest.mark.skipif(
@@ -69,42 +70,16 @@ async def relay(faults: str) -> AsyncIterator[tuple[Server, Emulator]]:
             yield server, emu
 
 
-async def _response(stream: trio.SocketStream, conn: h11.Connection) -> h11.Response:
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await stream.receive_some(65536))
-        elif isinstance(event, h11.Response):
-            return event
-        else:
-            raise AssertionError(f"expected a response head, got {event!r}")
+PROXIED: Headers = (("host", "chat.example.com"),)
 
 
 async def create(port: int) -> str:
     """POST /v1/streams through nginx; the new stream's id."""
-    body = json.dumps(CHAT).encode()
-    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
-        conn = h11.Connection(h11.CLIENT)
-        head = [
-            ("host", "chat.example.com"),
-            ("content-type", "application/json"),
-            ("content-length", str(len(body))),
-        ]
-        request = h11.Request(method="POST", target="/v1/streams", headers=head)
-        await stream.send_all(
-            (conn.send(request) or b"")
-            + (conn.send(h11.Data(data=body)) or b"")
-            + (conn.send(h11.EndOfMessage()) or b"")
-        )
-        response = await _response(stream, conn)
-        data = bytearray()
-        while not isinstance(event := conn.next_event(), h11.EndOfMessage):
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.Data):
-                data += event.data
-    assert response.status_code == 201, bytes(data)
-    return str(json.loads(data)["id"])
+    reply = await request(
+        "127.0.0.1", port, "POST", "/v1/streams", json.dumps(CHAT).encode(), PROXIED
+    )
+    assert reply.status == 201, reply.body
+    return str(json.loads(reply.body)["id"])
 
 
 @asynccontextmanager
@@ -112,28 +87,15 @@ async def open_sse(
     port: int, stream_id: str, last_id: str | None = None
 ) -> AsyncIterator[AsyncIterator[SSEEvent]]:
     """GET the stream's events through nginx; yields its SSE events as they arrive."""
-    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
-        conn = h11.Connection(h11.CLIENT)
-        head = [("host", "chat.example.com"), ("accept", "text/event-stream")]
-        if last_id is not None:
-            head.append(("last-event-id", last_id))
-        target = f"/v1/streams/{stream_id}/events"
-        await stream.send_all(conn.send(h11.Request(method="GET", target=target, headers=head)))
-        response = await _response(stream, conn)
+    headers = PROXIED if last_id is None else (*PROXIED, ("last-event-id", last_id))
+    target = f"/v1/streams/{stream_id}/events"
+    async with _open_sse("127.0.0.1", port, target, headers) as (response, items):
         assert response.status_code == 200
 
         async def events() -> AsyncIterator[SSEEvent]:
-            decoder = SSEDecoder()
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, h11.Data):
-                    for item in decoder.feed(event.data):
-                        if not isinstance(item, SSEComment):
-                            yield item
-                else:
-                    return
+            async for item in items:
+                if isinstance(item, SSEEvent):
+                    yield item
 
         yield events()
 

@@ -6,11 +6,13 @@ import argparse
 import dataclasses
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import h11
 import pytest
 import trio
+from _http import Headers, Reply, request
+from _http import open_sse as _open_sse
 from trio.testing import MockClock
 
 from streamcore._errors import LocalProtocolError
@@ -28,7 +30,7 @@ from streamcore.adapters.serve import (
 )
 from streamcore.cli import serve as serve_cmd
 from streamcore.machine import State
-from streamcore.sse import SSEComment, SSEDecoder, SSEEvent
+from streamcore.sse import SSEComment, SSEEvent
 
 PROMPT = "Explain server-sent events and why proxies buffer them."
 ANSWER = answer_for(PROMPT)
@@ -39,25 +41,7 @@ LOCAL = ServeConfig(port=0, keepalive=15.0, replay_lifetime=5.0)
 # --------------------------------------------------------------------------- helpers
 
 
-@dataclasses.dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> object:
-        return json.loads(self.body)
-
-
-async def _read_response(stream: trio.SocketStream, conn: h11.Connection) -> h11.Response:
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await stream.receive_some(65536))
-        elif isinstance(event, h11.Response):
-            return event
-        else:
-            raise AssertionError(f"unexpected {event!r}")
+LOOPBACK: Headers = (("host", "127.0.0.1"),)
 
 
 async def call(
@@ -65,37 +49,13 @@ async def call(
     method: str,
     target: str,
     body: bytes | None = None,
-    headers: tuple[tuple[str, str], ...] = (),
+    headers: Headers = (),
 ) -> Reply:
     """One request on its own connection; the whole response."""
-    stream = await trio.open_tcp_stream(server.host, server.port)
-    async with stream:
-        conn = h11.Connection(h11.CLIENT)
-        head = [("host", "127.0.0.1"), *headers]
-        if body is not None:
-            head += [("content-type", "application/json"), ("content-length", str(len(body)))]
-        data = conn.send(h11.Request(method=method, target=target, headers=head)) or b""
-        if body is not None:
-            data += conn.send(h11.Data(data=body)) or b""
-            data += conn.send(h11.EndOfMessage()) or b""
-        await stream.send_all(data)
-        response = await _read_response(stream, conn)
-        out = bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.Data):
-                out += event.data
-            else:
-                break
-        names = {k.decode(): v.decode() for k, v in response.headers}
-        return Reply(response.status_code, names, bytes(out))
+    return await request(server.host, server.port, method, target, body, (*LOOPBACK, *headers))
 
 
-async def create(
-    server: Server, chat: object = CHAT, headers: tuple[tuple[str, str], ...] = ()
-) -> str:
+async def create(server: Server, chat: object = CHAT, headers: Headers = ()) -> str:
     reply = await call(server, "POST", "/v1/streams", json.dumps(chat).encode(), headers)
     assert reply.status == 201, reply.body
     doc = reply.json()
@@ -103,33 +63,11 @@ async def create(
     return str(doc["id"])
 
 
-@asynccontextmanager
-async def open_sse(
-    server: Server, target: str, headers: tuple[tuple[str, str], ...] = ()
-) -> AsyncIterator[tuple[h11.Response, AsyncIterator[SSEEvent | SSEComment]]]:
+def open_sse(
+    server: Server, target: str, headers: Headers = ()
+) -> AbstractAsyncContextManager[tuple[h11.Response, AsyncIterator[SSEEvent | SSEComment]]]:
     """GET an SSE endpoint; yields the response head and the decoded items as they arrive."""
-    stream = await trio.open_tcp_stream(server.host, server.port)
-    async with stream:
-        conn = h11.Connection(h11.CLIENT)
-        head = [("host", "127.0.0.1"), ("accept", "text/event-stream"), *headers]
-        await stream.send_all(
-            conn.send(h11.Request(method="GET", target=target, headers=head)) or b""
-        )
-        response = await _read_response(stream, conn)
-
-        async def items() -> AsyncIterator[SSEEvent | SSEComment]:
-            decoder = SSEDecoder()
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, h11.Data):
-                    for item in decoder.feed(event.data):
-                        yield item
-                else:
-                    return
-
-        yield response, items()
+    return _open_sse(server.host, server.port, target, (*LOOPBACK, *headers))
 
 
 async def read_events(
