@@ -57,6 +57,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import trio
+from _procs import raise_fd_limit, status_kb
 
 from streamcore.adapters.client import Provider, open_stream
 from streamcore.adapters.emulator import FAULT_HEADER, answer_for, answer_tokens, open_emulator
@@ -76,24 +77,6 @@ CONNECTIONS_EVERY = 0.05
 
 def prompt_for(i: int) -> str:
     return f"Request {i}: explain how a streaming client survives a dropped connection."
-
-
-def status_kb(field_name: str) -> int:
-    """A ``VmRSS``/``VmHWM``-style line of ``/proc/self/status``, in KiB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field_name} in /proc/self/status (this benchmark needs Linux)")
-
-
-def raise_fd_limit(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= needed:
-        return
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        sys.exit(f"{needed} file descriptors needed, the hard limit is {hard}: use fewer --streams")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 # --------------------------------------------------------------------------- the emulator process
@@ -319,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.streams, args.pace = 100, 0.02
-    raise_fd_limit(args.streams + 256)
+    raise_fd_limit(args.streams + 256, "--streams")
     if args.serve:
         trio.run(serve, args.length, args.pace)
         return 0

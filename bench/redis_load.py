@@ -49,7 +49,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -65,6 +64,7 @@ from pathlib import Path
 
 import h11
 import trio
+from _procs import cpu_seconds, raise_fd_limit
 
 from streamcore.adapters.emulator import answer_for
 from streamcore.sse import SSEDecoder, SSEEvent
@@ -140,13 +140,6 @@ def running_redis(folder: Path) -> Iterator[int]:
 
 
 # --------------------------------------------------------------------------- serve processes
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 SERVER_PIDS: list[int] = []
@@ -349,8 +342,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     streams = 100 if args.quick else args.streams
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * streams + 256)), hard))
+    raise_fd_limit(4 * streams + 256, "--streams")
     faults = f"pace={args.pace}; length={args.length}"
     results: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="redis-load-") as tmp:

@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 
 import h11
 import trio
+from _procs import cpu_seconds, raise_fd_limit, status_kb
 
 from streamcore.adapters.client import Provider
 from streamcore.adapters.emulator import answer_for, answer_tokens, open_emulator
@@ -75,36 +76,10 @@ SAMPLE_EVERY = 0.05
 """Seconds between two readings of the server's resident set."""
 RECOVERY = frozenset({"retrying", "resuming", "stitched", "interrupted"})
 """Relay records that mean the upstream failed and was retried or resumed."""
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def prompt_for(i: int, path: str = "relay") -> str:
     return f"Client {i} ({path}): explain what a reverse proxy does to server-sent events."
-
-
-def raise_fd_limit(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= needed:
-        return
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        sys.exit(f"{needed} file descriptors needed, the hard limit is {hard}: use fewer --clients")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-
-
-def rss_kb(pid: int) -> int:
-    """``VmRSS`` of process ``pid``, in KiB."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS in /proc/{pid}/status (this benchmark needs Linux)")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
 
 
 def spread(tally: Tally) -> str:
@@ -360,7 +335,7 @@ class Phase:
 
 async def watch_server(pid: int, tally: Tally, clients: int, phase: Phase) -> None:
     while True:
-        rss = rss_kb(pid)
+        rss = status_kb("VmRSS", pid)
         phase.rss_peak_kb = max(phase.rss_peak_kb, rss)
         if tally.open == clients:
             phase.rss_all_open_kb = max(phase.rss_all_open_kb, rss)
@@ -378,7 +353,7 @@ async def run_phase(
     phase = Phase(tally)
     cpu_before = 0.0
     if server_pid is not None:
-        phase.rss_before_kb = rss_kb(server_pid)
+        phase.rss_before_kb = status_kb("VmRSS", server_pid)
         cpu_before = cpu_seconds(server_pid)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     start = time.monotonic()
@@ -509,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.clients = 100
-    raise_fd_limit(3 * args.clients + 256)
+    raise_fd_limit(3 * args.clients + 256, "--clients")
     if args.role == "emulator":
         trio.run(run_emulator, args)
         return 0
