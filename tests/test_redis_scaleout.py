@@ -247,15 +247,24 @@ async def test_unknown_stream_on_another_process_is_404(redis: object, tmp_path:
     assert json.loads(body)["error"]["type"] == "unknown_stream"
 
 
+async def kill_owner_mid_answer(
+    owner: Serve, follower: Serve
+) -> tuple[list[SSEEvent], list[SSEEvent]]:
+    """Start a stream on ``owner``, read 20 events there, SIGKILL ``owner`` (no goodbye: its
+    lease just stops being renewed), then read the rest from ``follower``."""
+    stream_id = await create(owner.port)
+    first = await read_events(owner.port, stream_id, stop_after=20)
+    owner.kill()
+    rest = await read_events(follower.port, stream_id, last_id=int(first[-1].id))
+    return first, rest
+
+
 async def test_killed_owner_is_taken_over_and_the_answer_completes_once(
     redis: object, tmp_path: Path
 ) -> None:
     with serving(redis.url, tmp_path, 2, faults=SLOWER) as (a, b):  # type: ignore[attr-defined]
         with trio.fail_after(30):
-            stream_id = await create(a.port)
-            first = await read_events(a.port, stream_id, stop_after=20)
-            a.kill()  # SIGKILL: no goodbye, the lease just stops being renewed
-            rest = await read_events(b.port, stream_id, last_id=int(first[-1].id))
+            first, rest = await kill_owner_mid_answer(a, b)
     events = first + rest
     assert ids_of(events) == list(range(1, len(events) + 1))
     assert [e.event for e in events].count("takeover") == 1
@@ -269,10 +278,7 @@ async def test_takeover_event_says_who_took_over_and_from_how_much_text(
 ) -> None:
     with serving(redis.url, tmp_path, 2, faults=SLOWER) as (a, b):  # type: ignore[attr-defined]
         with trio.fail_after(30):
-            stream_id = await create(a.port)
-            first = await read_events(a.port, stream_id, stop_after=20)
-            a.kill()
-            rest = await read_events(b.port, stream_id, last_id=int(first[-1].id))
+            first, rest = await kill_owner_mid_answer(a, b)
     takeover = json.loads(next(e for e in rest if e.event == "takeover").data)
     before = text_of([e for e in first + rest if int(e.id) < int(takeover_id(rest))])
     assert takeover["node"] == "relay-1"
