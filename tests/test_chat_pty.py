@@ -10,39 +10,26 @@ byte for byte against ``answer_for(prompt)`` through ``/save``.
 from __future__ import annotations
 
 import io
-import os
 import re
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pexpect
 import pytest
+from _chat_helpers import ANSWER, PROMPT, STREAMCORE, emulator_environment, is_partial_answer
 from rich.cells import cell_len
 
-from streamcore.adapters.emulator import answer_for
 from streamcore.cli.chat import COMMANDS
 from streamcore.cli.sessions import SessionStore
 
 pytestmark = pytest.mark.slow
 
-PROMPT = "Explain SSE"
-ANSWER = answer_for(PROMPT)
-
-# The console script pip installed next to this interpreter: the real command.
-STREAMCORE = str(Path(sys.executable).parent / "streamcore")
-SECRETS = (
-    "OPENAI_API_KEY",
-    "ANTHROPIC_API_KEY",
-    "GEMINI_API_KEY",
-    "GOOGLE_API_KEY",
-    "STREAMCORE_PROVIDER",
-    "STREAMCORE_MODEL",
-)
 # The prompt readline prints (NO_COLOR gives the plain one), at the start of a line.
 READY = re.compile(r"(?:^|\n)(?:> |\x1b\[1;36m›\x1b\[0m )")
 TYPING = re.compile(r"typing… (\d+) tokens")
+CANCELLED = re.compile(r"\[answer interrupted: cancelled \(Ctrl-C\)\]")
 
 
 class Chat:
@@ -59,16 +46,29 @@ class Chat:
         return log.getvalue()
 
     def ready(self) -> None:
+        """Wait for the input prompt."""
         self.child.expect(READY)
 
     def send(self, line: str) -> None:
+        """Type ``line`` and Enter, without waiting for the prompt."""
         self.child.sendline(line)
 
     def expect(self, pattern: str | re.Pattern[str], timeout: float = 10) -> re.Match[str]:
+        """Wait for ``pattern`` in the output after the last match; return its match."""
         self.child.expect(pattern, timeout=timeout)
         match = self.child.match
         assert isinstance(match, re.Match)
         return match
+
+    def ask(self, line: str) -> None:
+        """Wait for the prompt, then type ``line`` and Enter."""
+        self.ready()
+        self.send(line)
+
+    def reply(self, line: str, pattern: str | re.Pattern[str]) -> re.Match[str]:
+        """Wait for the prompt, type ``line``, and wait for ``pattern`` in what comes back."""
+        self.ask(line)
+        return self.expect(pattern)
 
     def tokens_at_least(self, count: int) -> int:
         """Wait until the typing indicator shows at least ``count`` tokens."""
@@ -77,23 +77,43 @@ class Chat:
             if seen >= count:
                 return seen
 
+    def interrupt(self, after_tokens: int) -> None:
+        """Press Ctrl-C once the answer shows ``after_tokens`` tokens; wait for it to stop."""
+        self.tokens_at_least(after_tokens)
+        self.child.sendintr()
+        self.expect(CANCELLED)
+
+    def exit_status(self) -> int:
+        """Wait for the command to end; return its exit status."""
+        self.child.expect(pexpect.EOF)
+        self.child.close()
+        status = self.child.exitstatus
+        assert isinstance(status, int), f"ended by signal {self.child.signalstatus}"
+        return status
+
     def save(self, path: Path) -> str:
-        self.ready()
-        self.send(f"/save {path}")
-        self.expect(r"Saved \d+ messages? to")
+        """``/save`` the conversation to ``path``; return what the file holds."""
+        self.reply(f"/save {path}", r"Saved \d+ messages? to")
         return path.read_text(encoding="utf-8")
 
 
+class Spawn(Protocol):
+    """The ``spawn`` fixture: start ``streamcore chat --emulator ARGS`` in a new pty."""
+
+    def __call__(
+        self,
+        *args: str,
+        colour: bool = False,
+        columns: int = 200,
+        extra_env: dict[str, str] | None = None,
+    ) -> Chat: ...
+
+
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[object]:
+def spawn(tmp_path: Path) -> Iterator[Spawn]:
     children: list[pexpect.spawn] = []
-    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
-    env.update(
-        NO_COLOR="1",
-        TERM="xterm-256color",
-        STREAMCORE_DATA_DIR=str(tmp_path / "data"),
-        PYTHONUNBUFFERED="1",
-    )
+    env = emulator_environment(tmp_path / "data")
+    env.update(NO_COLOR="1", TERM="xterm-256color", PYTHONUNBUFFERED="1")
 
     def start(
         *args: str,
@@ -127,16 +147,27 @@ def spawn(tmp_path: Path) -> Iterator[object]:
 
 
 def transcript(answer: str) -> str:
+    """What ``/save`` writes for one exchange: PROMPT, then ``answer``."""
     return (
         "# Chat with streamcore-emulator (openai)\n\n"
         f"## User\n\n{PROMPT}\n\n## Assistant\n\n{answer}\n"
     )
 
 
-def test_answer_appears_incrementally(spawn) -> None:  # type: ignore[no-untyped-def]
+def interrupted_answer(spawn: Spawn, after_tokens: int) -> Chat:
+    """A chat whose answer to PROMPT was stopped with Ctrl-C after ``after_tokens`` tokens.
+
+    The emulator paces the first request only (``fail_first=1``): the next answer is quick.
+    """
+    chat = spawn("--emulator-fault", "pace=0.03; fail_first=1")
+    chat.ask(PROMPT)
+    chat.interrupt(after_tokens)
+    return chat
+
+
+def test_answer_appears_incrementally(spawn: Spawn) -> None:
     chat = spawn("--emulator-fault", "pace=0.02", "--max-tokens", "60")
-    chat.ready()
-    chat.send(PROMPT)
+    chat.ask(PROMPT)
     counts: list[int] = []
     while len(set(counts)) < 4:
         counts.append(int(chat.expect(TYPING).group(1)))
@@ -146,83 +177,52 @@ def test_answer_appears_incrementally(spawn) -> None:  # type: ignore[no-untyped
 
 
 def test_ctrl_c_mid_answer_keeps_the_partial_answer_and_the_chat_goes_on(
-    spawn,  # type: ignore[no-untyped-def]
-    tmp_path: Path,
+    spawn: Spawn, tmp_path: Path
 ) -> None:
-    # pace applies to the first request only (fail_first=1): the next answer is quick.
-    chat = spawn("--emulator-fault", "pace=0.03; fail_first=1")
-    chat.ready()
-    chat.send(PROMPT)
-    chat.tokens_at_least(8)
-    chat.child.sendintr()
-    chat.expect(r"\[answer interrupted: cancelled \(Ctrl-C\)\]")
+    chat = interrupted_answer(spawn, after_tokens=8)
     saved = chat.save(tmp_path / "partial.md")
     partial = saved.split("## Assistant\n\n", 1)[1].split("\n\n*[answer interrupted", 1)[0]
-    assert partial and ANSWER.startswith(partial) and len(partial) < len(ANSWER)
+    assert is_partial_answer(partial), partial
     assert saved.endswith("*[answer interrupted: cancelled (Ctrl-C)]*\n")
-    chat.ready()
-    chat.send("What is NDJSON?")
-    chat.expect("first token")
-    chat.ready()
-    chat.send("/history")
-    history = chat.expect(r"4\. assistant[^\r\n]*")
+    chat.reply("What is NDJSON?", "first token")
+    history = chat.reply("/history", r"4\. assistant[^\r\n]*")
     assert "interrupted" not in history.group(0)
     assert chat.child.isalive()
 
 
-def test_continue_completes_an_interrupted_answer_losslessly(
-    spawn,  # type: ignore[no-untyped-def]
-    tmp_path: Path,
-) -> None:
-    # pace applies to the first request only (fail_first=1): /continue runs at full speed.
-    chat = spawn("--emulator-fault", "pace=0.03; fail_first=1")
-    chat.ready()
-    chat.send(PROMPT)
-    chat.tokens_at_least(10)
-    chat.child.sendintr()
-    chat.expect(r"answer interrupted: cancelled")
-    chat.ready()
-    chat.send("/continue")
-    chat.expect(r"first token [^\r\n]*resumed at char \d+")
+def test_continue_completes_an_interrupted_answer_losslessly(spawn: Spawn, tmp_path: Path) -> None:
+    chat = interrupted_answer(spawn, after_tokens=10)
+    chat.reply("/continue", r"first token [^\r\n]*resumed at char \d+")
     assert chat.save(tmp_path / "whole.md") == transcript(ANSWER)
 
 
-def test_a_drop_with_recovery_resume_ends_in_the_full_text(
-    spawn,  # type: ignore[no-untyped-def]
-    tmp_path: Path,
-) -> None:
+def test_a_drop_with_recovery_resume_ends_in_the_full_text(spawn: Spawn, tmp_path: Path) -> None:
     chat = spawn("--emulator-fault", "drop_after_tokens=30; fail_first=1", "--recovery", "resume")
-    chat.ready()
-    chat.send(PROMPT)
+    chat.ask(PROMPT)
     chat.expect(r"dropped after \d+ characters; resuming with them as context \(attempt 2\)")
     chat.expect(r"2 attempts · resumed at char \d+")
     assert chat.save(tmp_path / "resumed.md") == transcript(ANSWER)
 
 
-def test_stats_line_shows_the_time_to_first_token(spawn) -> None:  # type: ignore[no-untyped-def]
+def test_stats_line_shows_the_time_to_first_token(spawn: Spawn) -> None:
     chat = spawn("--max-tokens", "20")
-    chat.ready()
-    chat.send(PROMPT)
-    stats = chat.expect(r"first token (\d+ ms|\d+\.\d\d s) · total [^\r\n]*")
+    stats = chat.reply(PROMPT, r"first token (\d+ ms|\d+\.\d\d s) · total [^\r\n]*")
     assert "1 attempt" in stats.group(0)
 
 
-def test_no_stats_hides_the_stats_line(spawn) -> None:  # type: ignore[no-untyped-def]
+def test_no_stats_hides_the_stats_line(spawn: Spawn) -> None:
     chat = spawn("--max-tokens", "20", "--no-stats")
-    chat.ready()
-    chat.send(PROMPT)
+    chat.ask(PROMPT)
     chat.send("/history")  # typed ahead: runs once the answer is over
     chat.expect(r"2\. assistant")
     assert re.search(r"first token \d", chat.child.before) is None
 
 
 def test_a_killed_chat_resumes_its_session_with_the_partial_answer(
-    spawn,  # type: ignore[no-untyped-def]
-    tmp_path: Path,
+    spawn: Spawn, tmp_path: Path
 ) -> None:
     first = spawn("--session", "trip", "--emulator-fault", "pace=0.03")
-    first.ready()
-    first.send(PROMPT)
+    first.ask(PROMPT)
     first.tokens_at_least(40)  # over a second of answer: checkpointed at least once
     first.child.kill(signal.SIGKILL)
     first.child.expect(pexpect.EOF)
@@ -230,9 +230,7 @@ def test_a_killed_chat_resumes_its_session_with_the_partial_answer(
     second = spawn("--session", "trip")
     second.expect(r"Resumed session 'trip': 2 messages")
     second.expect(r"\[answer interrupted: the chat ended mid-answer\]")
-    second.ready()
-    second.send("/history")
-    second.expect(rf"1\. user +{PROMPT}")
+    second.reply("/history", rf"1\. user +{PROMPT}")
     second.expect(r"2\. assistant [^\r\n]*\[interrupted: process ended mid-answer\]")
     with SessionStore.open(tmp_path / "data" / "sessions.db") as store:
         turns = store.load("trip").turns
@@ -242,114 +240,71 @@ def test_a_killed_chat_resumes_its_session_with_the_partial_answer(
 
 
 def test_retry_replaces_an_interrupted_answer_with_a_whole_one(
-    spawn,  # type: ignore[no-untyped-def]
-    tmp_path: Path,
+    spawn: Spawn, tmp_path: Path
 ) -> None:
-    chat = spawn("--emulator-fault", "pace=0.03; fail_first=1")
-    chat.ready()
-    chat.send(PROMPT)
-    chat.tokens_at_least(8)
-    chat.child.sendintr()
-    chat.expect(r"answer interrupted: cancelled")
-    chat.ready()
-    chat.send("/retry")
-    chat.expect(r"first token [^\r\n]*1 attempt")
+    chat = interrupted_answer(spawn, after_tokens=8)
+    chat.reply("/retry", r"first token [^\r\n]*1 attempt")
     assert chat.save(tmp_path / "retried.md") == transcript(ANSWER)
 
 
-def test_retry_with_nothing_sent_yet_says_so(spawn) -> None:  # type: ignore[no-untyped-def]
+def test_retry_with_nothing_sent_yet_says_so(spawn: Spawn) -> None:
     chat = spawn()
-    chat.ready()
-    chat.send("/retry")
-    chat.expect("nothing to retry yet: send a message first")
+    chat.reply("/retry", "nothing to retry yet: send a message first")
     chat.ready()
 
 
 def test_continue_completes_a_length_stopped_answer_losslessly(
-    spawn,  # type: ignore[no-untyped-def]
-    tmp_path: Path,
+    spawn: Spawn, tmp_path: Path
 ) -> None:
     chat = spawn("--max-tokens", "120")
-    chat.ready()
-    chat.send(PROMPT)
-    chat.expect(r"\[answer interrupted: stopped at the max-tokens limit\]")
+    chat.reply(PROMPT, r"\[answer interrupted: stopped at the max-tokens limit\]")
     for _ in range(10):  # each /continue adds at most 120 tokens
-        chat.ready()
-        chat.send("/continue")
-        stats = chat.expect(r"first token [^\r\n]*\r\n").group(0)
+        stats = chat.reply("/continue", r"first token [^\r\n]*\r\n").group(0)
         if "length limit" not in stats:
             break
     assert "resumed at char" in stats
     assert chat.save(tmp_path / "whole.md") == transcript(ANSWER)
 
 
-def test_system_sets_shows_and_removes_the_system_prompt(
-    spawn,  # type: ignore[no-untyped-def]
-    tmp_path: Path,
-) -> None:
+def test_system_sets_shows_and_removes_the_system_prompt(spawn: Spawn, tmp_path: Path) -> None:
     chat = spawn()
-    chat.ready()
-    chat.send("/system Answer in French.")
-    chat.expect("System prompt set.")
-    chat.ready()
-    chat.send("/system")
-    chat.expect("System prompt: Answer in French.")
+    chat.reply("/system Answer in French.", "System prompt set.")
+    chat.reply("/system", "System prompt: Answer in French.")
     assert chat.save(tmp_path / "with.md") == (
         "# Chat with streamcore-emulator (openai)\n\n## System\n\nAnswer in French.\n"
     )
-    chat.ready()
-    chat.send("/system -")
-    chat.expect("System prompt removed.")
+    chat.reply("/system -", "System prompt removed.")
     assert "## System" not in chat.save(tmp_path / "without.md")
 
 
 def test_model_switches_the_model_for_the_chat_and_its_session(
-    spawn,  # type: ignore[no-untyped-def]
-    tmp_path: Path,
+    spawn: Spawn, tmp_path: Path
 ) -> None:
     chat = spawn("--session", "models", "--max-tokens", "10")
-    chat.ready()
-    chat.send("/model gpt-4o")
-    chat.expect(r"Model: gpt-4o · tokens: counted with \w+")
-    chat.ready()
-    chat.send("/model")
-    chat.expect(r"Model: gpt-4o \(openai wire format on the built-in emulator\)")
-    chat.ready()
-    chat.send(PROMPT)
-    chat.expect("first token")
+    chat.reply("/model gpt-4o", r"Model: gpt-4o · tokens: counted with \w+")
+    chat.reply("/model", r"Model: gpt-4o \(openai wire format on the built-in emulator\)")
+    chat.reply(PROMPT, "first token")
     assert chat.save(tmp_path / "t.md").startswith("# Chat with gpt-4o (openai)\n")
     with SessionStore.open(tmp_path / "data" / "sessions.db") as store:
         assert store.info("models").model == "gpt-4o"
 
 
-def test_stats_totals_the_answers_of_the_chat(spawn) -> None:  # type: ignore[no-untyped-def]
+def test_stats_totals_the_answers_of_the_chat(spawn: Spawn) -> None:
     chat = spawn("--max-tokens", "20")
-    chat.ready()
-    chat.send("/stats")
-    chat.expect("No answers yet.")
+    chat.reply("/stats", "No answers yet.")
     for prompt in (PROMPT, "What is NDJSON?"):
-        chat.ready()
-        chat.send(prompt)
-        chat.expect("first token")
-    chat.ready()
-    chat.send("/stats")
-    chat.expect(r"Context: \d+ tokens of history, \d+ available for the prompt")
+        chat.reply(prompt, "first token")
+    chat.reply("/stats", r"Context: \d+ tokens of history, \d+ available for the prompt")
     chat.expect(r"Answers: 2 \(2 cut short\) · attempts: 2 · tokens in: \d+ · tokens out: 40")
     chat.expect(r"First token: mean \d+ ms, best \d+ ms")
     chat.expect(r"Last answer: first token ")
 
 
-def test_history_lists_each_message_on_one_line(spawn) -> None:  # type: ignore[no-untyped-def]
+def test_history_lists_each_message_on_one_line(spawn: Spawn) -> None:
     chat = spawn()
-    chat.ready()
-    chat.send("/history")
-    chat.expect("No messages yet.")
-    chat.ready()
-    chat.send(PROMPT)
-    chat.expect("first token")
-    chat.ready()
-    chat.send("/history")
-    chat.expect(rf"  1\. user      {PROMPT}\r\n")
+    chat.reply("/history", "No messages yet.")
+    chat.reply(PROMPT, "first token")
+    chat.reply("/history", rf"  1\. user      {PROMPT}\r\n")
     line = chat.expect(r"  2\. assistant ([^\r\n]*)\r\n")
     assert cell_len(line.group(0).rstrip()) <= 200
     shown = line.group(1).removesuffix("…")
@@ -357,85 +312,60 @@ def test_history_lists_each_message_on_one_line(spawn) -> None:  # type: ignore[
 
 
 def test_clear_forgets_the_messages_but_keeps_the_system_prompt(
-    spawn,  # type: ignore[no-untyped-def]
-    tmp_path: Path,
+    spawn: Spawn, tmp_path: Path
 ) -> None:
     chat = spawn("--system", "Be brief.", "--max-tokens", "10")
-    chat.ready()
-    chat.send(PROMPT)
-    chat.expect("first token")
-    chat.ready()
-    chat.send("/clear")
-    chat.expect("Conversation cleared.")
-    chat.ready()
-    chat.send("/history")
-    chat.expect("No messages yet.")
+    chat.reply(PROMPT, "first token")
+    chat.reply("/clear", "Conversation cleared.")
+    chat.reply("/history", "No messages yet.")
     assert chat.save(tmp_path / "cleared.md") == (
         "# Chat with streamcore-emulator (openai)\n\n## System\n\nBe brief.\n"
     )
 
 
-def test_save_to_a_missing_folder_says_so_and_the_chat_goes_on(
-    spawn,  # type: ignore[no-untyped-def]
-    tmp_path: Path,
-) -> None:
+def test_save_to_a_missing_folder_says_so_and_the_chat_goes_on(spawn: Spawn) -> None:
     chat = spawn()
-    chat.ready()
-    chat.send("/save missing/chat.md")  # relative to the chat's folder, tmp_path
-    chat.expect(r"could not save to missing/chat\.md: No such file or directory")
-    chat.ready()
-    chat.send("/save")
-    chat.expect(r"/save needs FILE: /save FILE")
+    chat.reply(  # relative to the chat's folder, tmp_path
+        "/save missing/chat.md", r"could not save to missing/chat\.md: No such file or directory"
+    )
+    chat.reply("/save", r"/save needs FILE: /save FILE")
     chat.ready()
 
 
-def test_help_lists_every_command(spawn) -> None:  # type: ignore[no-untyped-def]
+def test_help_lists_every_command(spawn: Spawn) -> None:
     chat = spawn()
-    chat.ready()
-    chat.send("/help")
+    chat.ask("/help")
     for name in COMMANDS:
         chat.expect(rf"\n  /{name}\b[^\r\n]*  {re.escape(COMMANDS[name].help)}")
     chat.ready()
 
 
-def test_an_unknown_command_lists_the_known_ones(spawn) -> None:  # type: ignore[no-untyped-def]
+def test_an_unknown_command_lists_the_known_ones(spawn: Spawn) -> None:
     chat = spawn()
-    chat.ready()
-    chat.send("/undo")
-    chat.expect(r"unknown command /undo; commands: /retry /continue")
+    chat.reply("/undo", r"unknown command /undo; commands: /retry /continue")
     chat.ready()
 
 
-def test_ctrl_d_at_the_prompt_exits_0(spawn) -> None:  # type: ignore[no-untyped-def]
+def test_ctrl_d_at_the_prompt_exits_0(spawn: Spawn) -> None:
     chat = spawn()
     chat.ready()
     chat.child.sendeof()
-    chat.child.expect(pexpect.EOF)
-    chat.child.close()
-    assert chat.child.exitstatus == 0
+    assert chat.exit_status() == 0
 
 
-def test_ctrl_c_at_the_prompt_exits_0(spawn) -> None:  # type: ignore[no-untyped-def]
+def test_ctrl_c_at_the_prompt_exits_0(spawn: Spawn) -> None:
     chat = spawn("--max-tokens", "10")
-    chat.ready()
-    chat.send(PROMPT)  # after an answer, so the prompt thread has run before
-    chat.expect("first token")
+    chat.reply(PROMPT, "first token")  # after an answer, so the prompt thread has run before
     chat.ready()
     chat.child.sendintr()
-    chat.child.expect(pexpect.EOF)
-    chat.child.close()
-    assert chat.child.exitstatus == 0
+    assert chat.exit_status() == 0
     assert "Traceback" not in chat.output
 
 
-def test_ctrl_c_during_a_one_shot_answer_exits_130(spawn) -> None:  # type: ignore[no-untyped-def]
+def test_ctrl_c_during_a_one_shot_answer_exits_130(spawn: Spawn) -> None:
     chat = spawn("--emulator-fault", "pace=0.03", "-m", PROMPT)
-    chat.tokens_at_least(5)
-    chat.child.sendintr()
-    chat.expect(r"\[answer interrupted: cancelled \(Ctrl-C\)\]")
-    chat.child.expect(pexpect.EOF)
-    chat.child.close()
-    assert chat.child.exitstatus == 130
+    chat.interrupt(after_tokens=5)
+    assert chat.exit_status() == 130
 
 
 # ---------------------------------------------------------------------------
@@ -530,12 +460,9 @@ class Screen:
         return "\n".join("".join(line).rstrip() for line in self.rows).rstrip("\n")
 
 
-def test_a_narrow_terminal_gets_whole_escape_codes_and_lines_that_fit(
-    spawn,  # type: ignore[no-untyped-def]
-) -> None:
+def test_a_narrow_terminal_gets_whole_escape_codes_and_lines_that_fit(spawn: Spawn) -> None:
     chat = spawn("--emulator-fault", "pace=0.004", colour=True, columns=30)
-    chat.ready()
-    chat.send(PROMPT)
+    chat.ask(PROMPT)
     chat.expect(r"tok/s")
     chat.ready()
     written = chat.output
@@ -552,11 +479,10 @@ def test_a_narrow_terminal_gets_whole_escape_codes_and_lines_that_fit(
 
 
 def test_the_typing_indicator_shows_while_streaming_and_is_gone_at_the_end(
-    spawn,  # type: ignore[no-untyped-def]
+    spawn: Spawn,
 ) -> None:
     chat = spawn("--emulator-fault", "pace=0.01", colour=True)
-    chat.ready()
-    chat.send(PROMPT)
+    chat.ask(PROMPT)
     chat.tokens_at_least(10)
     chat.expect(r"first token [^\r\n]*tok/s")
     chat.ready()
