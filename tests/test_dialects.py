@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from _cuts import pieces
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -140,11 +141,9 @@ def outcome(dialect: str, data: bytes, cuts: Sequence[int] = ()) -> Outcome:
     decoder = decoder_for(dialect)
     events: list[Event] = []
     kind = None
-    start = 0
     try:
-        for cut in [*sorted(set(cuts)), len(data)]:
-            events += decoder.feed(data[start:cut])
-            start = cut
+        for piece in pieces(data, cuts):
+            events += decoder.feed(piece)
         events += decoder.end()
     except RemoteProtocolError as exc:
         kind = exc.kind

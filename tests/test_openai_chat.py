@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from _cuts import pieces
 
 from streamcore import RemoteProtocolError
 from streamcore.events import (
@@ -51,11 +52,8 @@ def body(name: str) -> bytes:
 def decode(data: bytes, cuts: Sequence[int] = ()) -> tuple[list[Event], OpenAIChatDecoder]:
     decoder = OpenAIChatDecoder()
     events: list[Event] = []
-    start = 0
-    for cut in sorted(set(cuts)):
-        events += decoder.feed(data[start:cut])
-        start = cut
-    events += decoder.feed(data[start:])
+    for piece in pieces(data, cuts):
+        events += decoder.feed(piece)
     events += decoder.end()
     return events, decoder
 
@@ -64,11 +62,9 @@ def decode_or_error(data: bytes, cuts: Sequence[int] = ()) -> tuple[list[Event],
     """Events, the error kind (or None) and ``complete``, feeding ``data`` cut at ``cuts``."""
     decoder = OpenAIChatDecoder()
     events: list[Event] = []
-    start = 0
     try:
-        for cut in [*sorted(set(cuts)), len(data)]:
-            events += decoder.feed(data[start:cut])
-            start = cut
+        for piece in pieces(data, cuts):
+            events += decoder.feed(piece)
         events += decoder.end()
     except RemoteProtocolError as exc:
         return events, exc.kind, decoder.complete

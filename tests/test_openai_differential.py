@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx2
 import openai
 import pytest
+from _cuts import pieces
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai._streaming import Stream
@@ -84,10 +85,8 @@ class Final:
 
 def ours(decoder: DialectDecoder, body: bytes, cuts: Sequence[int] = ()) -> Final:
     events: list[Event] = []
-    start = 0
-    for cut in [*sorted(set(cuts)), len(body)]:
-        events += decoder.feed(body[start:cut])
-        start = cut
+    for piece in pieces(body, cuts):
+        events += decoder.feed(piece)
     events += decoder.end()
     assert decoder.complete
     final = Final()

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from _cuts import pieces
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -65,11 +66,9 @@ def feed(
 ) -> tuple[list[Event], str | None]:
     """Feed ``data`` cut at ``cuts`` then end; the events and the error kind (or None)."""
     events: list[Event] = []
-    start = 0
     try:
-        for cut in [*sorted(set(cuts)), len(data)]:
-            events += decoder.feed(data[start:cut])
-            start = cut
+        for piece in pieces(data, cuts):
+            events += decoder.feed(piece)
         events += decoder.end()
     except RemoteProtocolError as exc:
         return events, exc.kind
